@@ -1,1 +1,24 @@
-//! placeholder
+//! Cartwheel's wire contract and NATS plumbing.
+//!
+//! * [`names`] builds every subject, stream, bucket and queue-group name. Nothing else in
+//!   the workspace spells one out.
+//! * [`codec`] is the one MessagePack codec (named fields, so fields can be added in a
+//!   rolling upgrade).
+//! * [`messages`] holds the request and reply types per entity kind.
+//! * [`headers`] names the headers every message carries (request id, trace context).
+//! * [`client`] is the request client: deadline, bounded retry on "no responders", typed
+//!   errors.
+//! * [`events`] sets up the JetStream event streams and publishes events with
+//!   `Nats-Msg-Id` de-duplication.
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod events;
+pub mod headers;
+pub mod messages;
+pub mod names;
+
+pub use client::{BusClient, BusConfig};
+pub use error::{ApiError, BusError};
+pub use names::Names;

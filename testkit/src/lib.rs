@@ -1,1 +1,26 @@
-//! placeholder
+//! Test harness for Cartwheel: real processes on loopback, cleaned up on drop.
+//!
+//! - [`NatsServer`] runs a real `nats-server -js` on a free loopback port with its own
+//!   store dir, and can be killed with SIGKILL and restarted on the same port and data to
+//!   test durability. [`nats_server_bin`] finds the binary (`CARTWHEEL_NATS_SERVER`, then
+//!   the workspace's `.tools/bin`, then `PATH`).
+//! - [`ChildProcess`] runs any binary (the `cartwheel` binary in black-box tests) with its
+//!   output in a log file, and offers SIGTERM, SIGKILL and waiting for the exit.
+//! - [`wait_for`] polls a condition until it holds or a timeout passes: tests poll, they
+//!   don't sleep.
+//! - [`free_port`] hands out a loopback port that was free a moment ago.
+//!
+//! This crate is for tests only: it may panic with a clear message where a test cannot go
+//! on, but it knows nothing about Cartwheel's subjects, messages or storage.
+
+#![warn(missing_docs)]
+
+mod nats;
+mod port;
+mod process;
+mod wait;
+
+pub use nats::{NatsServer, NatsServerOptions, nats_server_bin, try_nats_server_bin};
+pub use port::{free_port, try_free_port};
+pub use process::ChildProcess;
+pub use wait::{POLL_INTERVAL, wait_for};

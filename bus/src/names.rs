@@ -1,0 +1,238 @@
+//! Every subject, stream, bucket and queue-group name, built in one place.
+//!
+//! Publishers and subscribers both call these functions; unit tests pin each against a
+//! literal string so a rename is a deliberate, visible change.
+//!
+//! | name | shape |
+//! |---|---|
+//! | cart commands | `{prefix}.cart.{p}.{cart_id}` |
+//! | inventory / product commands | `{prefix}.inventory.{p}.{sku}` |
+//! | order commands | `{prefix}.order.{p}.{order_id}` |
+//! | read-side queries | `{prefix}.query.catalog`, `{prefix}.query.orders` |
+//! | events | `{prefix}.evt.{kind}.{id}` in stream `{PREFIX}_EVT_{KIND}` |
+//! | KV buckets | `{prefix}_carts`, `{prefix}_orders`, `{prefix}_products`, `{prefix}_inventory` |
+
+/// The kinds of entity that live in actors, each with its own subject space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    /// Shopping carts.
+    Cart,
+    /// Orders (and their checkout sagas).
+    Order,
+    /// One actor per sku: its product record and its stock.
+    Inventory,
+}
+
+impl EntityKind {
+    /// Every kind.
+    pub const ALL: [EntityKind; 3] = [EntityKind::Cart, EntityKind::Order, EntityKind::Inventory];
+
+    /// The subject token of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Cart => "cart",
+            EntityKind::Order => "order",
+            EntityKind::Inventory => "inventory",
+        }
+    }
+}
+
+/// Event stream kinds (`cw.evt.{kind}.{id}`).
+pub const EVENT_KINDS: [&str; 4] = ["cart", "order", "inventory", "product"];
+
+/// Stable partition of an entity id: FNV-1a 64 of the id's bytes, modulo `partitions`.
+///
+/// The hash is fixed and documented because every node and edge must agree on it, and the
+/// partition count is fixed when a cluster is created.
+pub fn partition(id: &str, partitions: u32) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    let n = u64::from(partitions.max(1));
+    // The remainder is < partitions, which fits u32.
+    u32::try_from(h % n).unwrap_or(0)
+}
+
+/// Builds names under one prefix (default `cw`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::new("cw")
+    }
+}
+
+impl Names {
+    /// Names under `prefix` (letters, digits, `_` and `-` only: it is a subject token and a
+    /// bucket-name prefix).
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The command subject of one entity: `{prefix}.{kind}.{p}.{id}`.
+    pub fn entity(&self, kind: EntityKind, partition: u32, id: &str) -> String {
+        format!("{}.{}.{}.{}", self.prefix, kind.as_str(), partition, id)
+    }
+
+    /// A subscription to every entity of a kind: `{prefix}.{kind}.*.*`.
+    pub fn entity_all(&self, kind: EntityKind) -> String {
+        format!("{}.{}.*.*", self.prefix, kind.as_str())
+    }
+
+    /// A subscription to one partition of a kind: `{prefix}.{kind}.{p}.*`.
+    pub fn entity_partition(&self, kind: EntityKind, partition: u32) -> String {
+        format!("{}.{}.{}.*", self.prefix, kind.as_str(), partition)
+    }
+
+    /// Splits an entity command subject into its partition and id.
+    pub fn parse_entity<'a>(&self, kind: EntityKind, subject: &'a str) -> Option<(u32, &'a str)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?
+            .strip_prefix(kind.as_str())?
+            .strip_prefix('.')?;
+        let (p, id) = rest.split_once('.')?;
+        if id.is_empty() || id.contains('.') {
+            return None;
+        }
+        Some((p.parse().ok()?, id))
+    }
+
+    /// The catalog query subject.
+    pub fn query_catalog(&self) -> String {
+        format!("{}.query.catalog", self.prefix)
+    }
+
+    /// The orders query subject.
+    pub fn query_orders(&self) -> String {
+        format!("{}.query.orders", self.prefix)
+    }
+
+    /// The queue group every node joins for read-side queries.
+    pub fn query_queue_group(&self) -> String {
+        format!("{}-query", self.prefix)
+    }
+
+    /// The queue group nodes join for entity commands (until placement assigns partitions).
+    pub fn entity_queue_group(&self, kind: EntityKind) -> String {
+        format!("{}-{}", self.prefix, kind.as_str())
+    }
+
+    /// The event subject of one entity: `{prefix}.evt.{kind}.{id}`.
+    pub fn event(&self, kind: &str, id: &str) -> String {
+        format!("{}.evt.{}.{}", self.prefix, kind, id)
+    }
+
+    /// The subjects a kind's event stream captures: `{prefix}.evt.{kind}.>`.
+    pub fn event_stream_subjects(&self, kind: &str) -> String {
+        format!("{}.evt.{}.>", self.prefix, kind)
+    }
+
+    /// The JetStream stream of a kind's events: `{PREFIX}_EVT_{KIND}`.
+    pub fn event_stream(&self, kind: &str) -> String {
+        format!(
+            "{}_EVT_{}",
+            self.prefix.to_ascii_uppercase().replace('-', "_"),
+            kind.to_ascii_uppercase()
+        )
+    }
+
+    fn bucket(&self, what: &str) -> String {
+        format!("{}_{}", self.prefix.replace('-', "_"), what)
+    }
+
+    /// KV bucket of carts.
+    pub fn carts_bucket(&self) -> String {
+        self.bucket("carts")
+    }
+
+    /// KV bucket of orders.
+    pub fn orders_bucket(&self) -> String {
+        self.bucket("orders")
+    }
+
+    /// KV bucket of products.
+    pub fn products_bucket(&self) -> String {
+        self.bucket("products")
+    }
+
+    /// KV bucket of inventory records.
+    pub fn inventory_bucket(&self) -> String {
+        self.bucket("inventory")
+    }
+
+    /// KV bucket of node heartbeats (placement).
+    pub fn nodes_bucket(&self) -> String {
+        self.bucket("nodes")
+    }
+
+    /// KV bucket of partition leases (placement).
+    pub fn leases_bucket(&self) -> String {
+        self.bucket("leases")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_pinned() {
+        let n = Names::default();
+        assert_eq!(n.entity(EntityKind::Cart, 7, "c1"), "cw.cart.7.c1");
+        assert_eq!(n.entity(EntityKind::Inventory, 0, "SKU-1"), "cw.inventory.0.SKU-1");
+        assert_eq!(n.entity(EntityKind::Order, 3, "o"), "cw.order.3.o");
+        assert_eq!(n.entity_all(EntityKind::Order), "cw.order.*.*");
+        assert_eq!(n.entity_partition(EntityKind::Cart, 5), "cw.cart.5.*");
+        assert_eq!(n.query_catalog(), "cw.query.catalog");
+        assert_eq!(n.query_orders(), "cw.query.orders");
+        assert_eq!(n.query_queue_group(), "cw-query");
+        assert_eq!(n.entity_queue_group(EntityKind::Cart), "cw-cart");
+        assert_eq!(n.event("cart", "c1"), "cw.evt.cart.c1");
+        assert_eq!(n.event_stream_subjects("order"), "cw.evt.order.>");
+        assert_eq!(n.event_stream("inventory"), "CW_EVT_INVENTORY");
+        assert_eq!(n.carts_bucket(), "cw_carts");
+        assert_eq!(n.orders_bucket(), "cw_orders");
+        assert_eq!(n.products_bucket(), "cw_products");
+        assert_eq!(n.inventory_bucket(), "cw_inventory");
+        assert_eq!(n.nodes_bucket(), "cw_nodes");
+        assert_eq!(n.leases_bucket(), "cw_leases");
+        let t = Names::new("t-1");
+        assert_eq!(t.carts_bucket(), "t_1_carts");
+        assert_eq!(t.event_stream("cart"), "T_1_EVT_CART");
+    }
+
+    #[test]
+    fn parses_entity_subjects() {
+        let n = Names::default();
+        assert_eq!(
+            n.parse_entity(EntityKind::Cart, "cw.cart.7.c1"),
+            Some((7, "c1"))
+        );
+        assert_eq!(n.parse_entity(EntityKind::Cart, "cw.order.7.c1"), None);
+        assert_eq!(n.parse_entity(EntityKind::Cart, "cw.cart.x.c1"), None);
+    }
+
+    #[test]
+    fn partition_is_fnv1a_and_stable() {
+        // FNV-1a 64 of "" is the offset basis; of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(partition("a", u32::MAX), (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32);
+        assert_eq!(partition("cart-1", 64), partition("cart-1", 64));
+        assert!(partition("anything", 16) < 16);
+        assert_eq!(partition("x", 0), 0);
+    }
+}
