@@ -1,1 +1,30 @@
-//! placeholder
+//! The node runtime: entity actors on NATS.
+//!
+//! * [`node`]: starts a node — subscriptions per entity kind, one supervisor per
+//!   partition, read-side query responders, the recovery sweep — and shuts it down.
+//! * [`entity`] / [`supervisor`] / [`host`]: the generic machinery. A [`host`] task reads a
+//!   kind's subject, decodes commands and routes them to the partition's [`supervisor`],
+//!   which activates one [`entity`] actor per id (loading stored state), passivates idle
+//!   ones, and forgets failed ones so the next message restarts them from storage.
+//! * [`cart`], [`inventory`], [`order`]: the behaviours, thin shells around `domain` rules
+//!   that persist (compare-and-set) before replying and publish events afterwards.
+//! * [`payment`]: the payment port of the checkout saga.
+//! * [`query`]: product and order lists answered from storage by any node.
+//!
+//! This crate never imports axum and never parses HTTP.
+
+pub mod cart;
+pub mod ctx;
+pub mod entity;
+pub mod host;
+pub mod inventory;
+pub mod node;
+pub mod order;
+pub mod payment;
+pub mod persist;
+pub mod query;
+pub mod supervisor;
+
+pub use ctx::{Ctx, Faults, NodeSettings};
+pub use node::{Node, NodeError};
+pub use payment::{PaymentPort, RulesPayment};

@@ -5,8 +5,8 @@ use crate::codec;
 use crate::error::BusError;
 use crate::headers;
 use crate::messages::{
-    CartCommand, CatalogQuery, CheckoutReply, InventoryCommand, OrderCommand, OrdersQuery,
-    Page, Reply,
+    CartCommand, CatalogQuery, CheckoutReply, InventoryCommand, OrderCommand, OrdersQuery, Page,
+    Reply,
 };
 use crate::names::{EntityKind, Names, partition};
 use async_nats::{Client, Request, RequestErrorKind};

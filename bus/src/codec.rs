@@ -40,9 +40,20 @@ mod tests {
 
     #[test]
     fn an_older_message_decodes_on_a_newer_node_and_back() {
-        let old = encode(&V1 { sku: "A".into(), qty: 2 }).unwrap();
+        let old = encode(&V1 {
+            sku: "A".into(),
+            qty: 2,
+        })
+        .unwrap();
         let new: V2 = decode(&old).unwrap();
-        assert_eq!(new, V2 { sku: "A".into(), qty: 2, note: None });
+        assert_eq!(
+            new,
+            V2 {
+                sku: "A".into(),
+                qty: 2,
+                note: None
+            }
+        );
     }
 
     #[test]

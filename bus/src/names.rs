@@ -194,7 +194,10 @@ mod tests {
     fn names_are_pinned() {
         let n = Names::default();
         assert_eq!(n.entity(EntityKind::Cart, 7, "c1"), "cw.cart.7.c1");
-        assert_eq!(n.entity(EntityKind::Inventory, 0, "SKU-1"), "cw.inventory.0.SKU-1");
+        assert_eq!(
+            n.entity(EntityKind::Inventory, 0, "SKU-1"),
+            "cw.inventory.0.SKU-1"
+        );
         assert_eq!(n.entity(EntityKind::Order, 3, "o"), "cw.order.3.o");
         assert_eq!(n.entity_all(EntityKind::Order), "cw.order.*.*");
         assert_eq!(n.entity_partition(EntityKind::Cart, 5), "cw.cart.5.*");
@@ -230,7 +233,10 @@ mod tests {
     #[test]
     fn partition_is_fnv1a_and_stable() {
         // FNV-1a 64 of "" is the offset basis; of "a" is 0xaf63dc4c8601ec8c.
-        assert_eq!(partition("a", u32::MAX), (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32);
+        assert_eq!(
+            partition("a", u32::MAX),
+            (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32
+        );
         assert_eq!(partition("cart-1", 64), partition("cart-1", 64));
         assert!(partition("anything", 16) < 16);
         assert_eq!(partition("x", 0), 0);

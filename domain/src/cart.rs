@@ -291,7 +291,8 @@ mod tests {
         let p = product("A", 250, "EUR");
         c.add_item(&p, 2, Timestamp(1)).unwrap();
         c.add_item(&p, 1, Timestamp(2)).unwrap();
-        c.add_item(&product("B", 100, "EUR"), 1, Timestamp(3)).unwrap();
+        c.add_item(&product("B", 100, "EUR"), 1, Timestamp(3))
+            .unwrap();
         assert_eq!(c.items.len(), 2);
         assert_eq!(c.items[0].qty, 3);
         assert_eq!(c.total, 850);
@@ -302,11 +303,21 @@ mod tests {
     #[test]
     fn refuses_bad_changes_without_changing_anything() {
         let mut c = Cart::new("c1", "u1", Timestamp(0)).unwrap();
-        c.add_item(&product("A", 250, "EUR"), 2, Timestamp(1)).unwrap();
+        c.add_item(&product("A", 250, "EUR"), 2, Timestamp(1))
+            .unwrap();
         let before = c.clone();
-        assert!(c.add_item(&product("A", 250, "EUR"), 0, Timestamp(2)).is_err());
-        assert!(c.add_item(&product("B", 1, "USD"), 1, Timestamp(2)).is_err());
-        assert!(c.add_item(&product("A", 250, "EUR"), 998, Timestamp(2)).is_err());
+        assert!(
+            c.add_item(&product("A", 250, "EUR"), 0, Timestamp(2))
+                .is_err()
+        );
+        assert!(
+            c.add_item(&product("B", 1, "USD"), 1, Timestamp(2))
+                .is_err()
+        );
+        assert!(
+            c.add_item(&product("A", 250, "EUR"), 998, Timestamp(2))
+                .is_err()
+        );
         assert!(c.set_qty("Z", 1, Timestamp(2)).is_err());
         assert!(c.remove_item("Z", Timestamp(2)).is_err());
         let mut inactive = product("C", 1, "EUR");
@@ -325,11 +336,15 @@ mod tests {
             c.check_out("k", "o", Timestamp(1)),
             Err(DomainError::Conflict(_))
         ));
-        c.add_item(&product("A", 1, "EUR"), 1, Timestamp(1)).unwrap();
+        c.add_item(&product("A", 1, "EUR"), 1, Timestamp(1))
+            .unwrap();
         assert!(c.check_out("k", "o", Timestamp(2)).unwrap());
         assert!(!c.check_out("k", "o", Timestamp(3)).unwrap());
         assert!(c.check_out("other", "o2", Timestamp(3)).is_err());
-        assert!(c.add_item(&product("A", 1, "EUR"), 1, Timestamp(4)).is_err());
+        assert!(
+            c.add_item(&product("A", 1, "EUR"), 1, Timestamp(4))
+                .is_err()
+        );
         assert_eq!(c.status, CartStatus::CheckedOut);
     }
 

@@ -140,8 +140,8 @@ impl Inventory {
                 "adjusting by {delta} would make on_hand negative"
             )));
         }
-        let target = u64::try_from(target)
-            .map_err(|_| DomainError::invalid("delta", "out of range"))?;
+        let target =
+            u64::try_from(target).map_err(|_| DomainError::invalid("delta", "out of range"))?;
         self.set_on_hand(target)
     }
 
@@ -258,7 +258,10 @@ mod tests {
         let mut inv = Inventory::new("S");
         inv.set_on_hand(10).unwrap();
         assert_eq!(inv.reserve("o1", 4, Timestamp(0)).unwrap(), Effect::Changed);
-        assert_eq!(inv.reserve("o1", 4, Timestamp(0)).unwrap(), Effect::Unchanged);
+        assert_eq!(
+            inv.reserve("o1", 4, Timestamp(0)).unwrap(),
+            Effect::Unchanged
+        );
         assert!(matches!(
             inv.reserve("o1", 5, Timestamp(0)),
             Err(DomainError::Conflict(_))
@@ -269,7 +272,10 @@ mod tests {
         ));
         assert_eq!(inv.commit("o1").unwrap(), Effect::Changed);
         assert_eq!(inv.commit("o1").unwrap(), Effect::Unchanged);
-        assert_eq!(inv.reserve("o1", 4, Timestamp(0)).unwrap(), Effect::Unchanged);
+        assert_eq!(
+            inv.reserve("o1", 4, Timestamp(0)).unwrap(),
+            Effect::Unchanged
+        );
         assert_eq!(inv.view().on_hand, 6);
         assert_eq!(inv.release("o9"), Effect::Unchanged);
         assert!(inv.set_on_hand(0).is_ok());

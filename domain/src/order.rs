@@ -234,7 +234,11 @@ mod tests {
         ];
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
-                assert_eq!(from.can_become(to), legal.contains(&(from, to)), "{from:?}->{to:?}");
+                assert_eq!(
+                    from.can_become(to),
+                    legal.contains(&(from, to)),
+                    "{from:?}->{to:?}"
+                );
             }
         }
     }

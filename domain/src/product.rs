@@ -102,7 +102,10 @@ impl Product {
     pub fn replace(&mut self, draft: ProductDraft, now: Timestamp) -> Result<bool, DomainError> {
         draft.validate()?;
         if draft.sku != self.sku {
-            return Err(DomainError::invalid("sku", "must match the sku in the path"));
+            return Err(DomainError::invalid(
+                "sku",
+                "must match the sku in the path",
+            ));
         }
         let price_changed = draft.price != self.price || draft.currency != self.currency;
         self.name = draft.name;
@@ -148,7 +151,9 @@ mod tests {
     fn rejects_bad_fields() {
         let mut d = draft();
         d.price = -1;
-        assert!(matches!(d.validate(), Err(DomainError::Invalid { field, .. }) if field == "price"));
+        assert!(
+            matches!(d.validate(), Err(DomainError::Invalid { field, .. }) if field == "price")
+        );
         let mut d = draft();
         d.name = "x".repeat(201);
         assert!(d.validate().is_err());

@@ -27,9 +27,8 @@ impl Timestamp {
 
     /// Parses an RFC 3339 string.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let dt =
-            ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
-                .ok()?;
+        let dt = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
+            .ok()?;
         let ms = dt.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(ms).ok().map(Timestamp)
     }
@@ -37,10 +36,10 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self
-            .to_offset()
-            .and_then(|d| d.format(&::time::format_description::well_known::Rfc3339).ok())
-        {
+        match self.to_offset().and_then(|d| {
+            d.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        }) {
             Some(s) => f.write_str(&s),
             None => write!(f, "{}ms", self.0),
         }

@@ -1,0 +1,276 @@
+//! The cart behaviour: lines priced from the catalog, checkout that places an order.
+
+use crate::ctx::Ctx;
+use crate::entity::{Behavior, EntityMsg};
+use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
+use bytes::Bytes;
+use cartwheel_bus::ApiError;
+use cartwheel_bus::messages::{CartCommand, CheckoutReply, OrderCommand, Reply};
+use cartwheel_bus::names::EntityKind;
+use cartwheel_domain::{Cart, DomainError, ErrorCode, Event, Order, validate};
+use cartwheel_storage::{StoreError, Versioned};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+
+/// Namespace of order ids derived from `(cart id, idempotency key)`.
+const ORDER_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5c1f_7a2e_8b44_4c0d_9a61_2f0e_d3b7_c8a1);
+
+/// The order id a checkout of `cart_id` under `idempotency_key` places. Deterministic, so
+/// a replayed key finds the same order even after a restart.
+pub fn order_id_for(cart_id: &str, idempotency_key: &str) -> String {
+    uuid::Uuid::new_v5(
+        &ORDER_ID_NAMESPACE,
+        format!("{cart_id}/{idempotency_key}").as_bytes(),
+    )
+    .simple()
+    .to_string()
+}
+
+/// Cart behaviour.
+pub struct CartBehavior;
+
+/// A cart actor's state: the stored cart, if any.
+pub struct CartState {
+    current: Option<Versioned<Cart>>,
+}
+
+fn missing(id: &str) -> ApiError {
+    ApiError::not_found(format!("cart {id} not found"))
+}
+
+fn conflict_retry(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!("cart {id} was changed concurrently; retry"),
+    )
+}
+
+fn domain(e: DomainError) -> WriteError {
+    WriteError::Failed(e.into())
+}
+
+async fn apply(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut CartState,
+    cmd: &CartCommand,
+    request_id: &str,
+) -> Result<Cart, WriteError> {
+    let now = ctx.now();
+    let mut cart = match (&state.current, cmd) {
+        (Some(_), CartCommand::Create { .. }) => {
+            return Err(WriteError::Failed(ApiError::new(
+                ErrorCode::Conflict,
+                format!("cart {id} already exists"),
+            )));
+        }
+        (None, CartCommand::Create { user_id }) => Cart::new(id, user_id, now).map_err(domain)?,
+        (None, _) => return Err(WriteError::Failed(missing(id))),
+        (Some(v), _) => v.record.state.clone(),
+    };
+    match cmd {
+        CartCommand::Create { .. } => {}
+        CartCommand::Get => return Ok(cart),
+        CartCommand::AddItem { sku, qty } => {
+            validate::id("sku", sku).map_err(domain)?;
+            if ctx.faults.panic_on_sku.as_deref() == Some(sku.as_str()) {
+                panic!("fault injection: panic on sku {sku}");
+            }
+            let product = ctx
+                .stores
+                .products
+                .load(sku)
+                .await?
+                .ok_or_else(|| {
+                    WriteError::Failed(ApiError::not_found(format!("product {sku} not found")))
+                })?
+                .record
+                .state;
+            cart.add_item(&product, *qty, now).map_err(domain)?;
+        }
+        CartCommand::SetQty { sku, qty } => cart.set_qty(sku, *qty, now).map_err(domain)?,
+        CartCommand::RemoveItem { sku } => cart.remove_item(sku, now).map_err(domain)?,
+        CartCommand::Checkout { .. } => {
+            return Err(WriteError::Failed(ApiError::internal(
+                "checkout is not a plain cart change",
+            )));
+        }
+    }
+    let events = vec![Event::CartUpdated { cart: cart.clone() }];
+    save(
+        ctx,
+        &*ctx.stores.carts,
+        id,
+        &mut state.current,
+        cart.clone(),
+        events,
+        request_id,
+    )
+    .await?;
+    Ok(cart)
+}
+
+async fn reload(ctx: &Ctx, id: &str, state: &mut CartState) -> Result<(), ApiError> {
+    state.current = ctx
+        .stores
+        .carts
+        .load(id)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(())
+}
+
+async fn execute(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut CartState,
+    cmd: &CartCommand,
+    request_id: &str,
+) -> Reply<Cart> {
+    for attempt in 0..2 {
+        match apply(ctx, id, state, cmd, request_id).await {
+            Ok(cart) => return Ok(cart),
+            Err(WriteError::Failed(e)) => return Err(e),
+            Err(WriteError::Conflict) if attempt == 0 => reload(ctx, id, state).await?,
+            Err(WriteError::Conflict) => break,
+        }
+    }
+    Err(conflict_retry(id))
+}
+
+/// Freezes the cart under the key (or finds the earlier checkout of the same key), then
+/// places the order and waits for its saga, up to `wait_ms`.
+async fn checkout(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut CartState,
+    key: &str,
+    wait_ms: u64,
+    request_id: &str,
+) -> Reply<CheckoutReply> {
+    validate::idempotency_key(key)?;
+    let mut created = false;
+    let mut frozen = None;
+    for attempt in 0..2 {
+        let Some(current) = &state.current else {
+            return Err(missing(id));
+        };
+        let mut cart = current.record.state.clone();
+        let now = ctx.now();
+        let order_id = order_id_for(id, key);
+        if !cart.check_out(key, &order_id, now)? {
+            frozen = Some(cart);
+            break;
+        }
+        let events = vec![Event::CartCheckedOut {
+            cart: cart.clone(),
+            order_id,
+        }];
+        match save(
+            ctx,
+            &*ctx.stores.carts,
+            id,
+            &mut state.current,
+            cart.clone(),
+            events,
+            request_id,
+        )
+        .await
+        {
+            Ok(()) => {
+                created = true;
+                frozen = Some(cart);
+                break;
+            }
+            Err(WriteError::Failed(e)) => return Err(e),
+            Err(WriteError::Conflict) if attempt == 0 => reload(ctx, id, state).await?,
+            Err(WriteError::Conflict) => return Err(conflict_retry(id)),
+        }
+    }
+    let cart = frozen.ok_or_else(|| conflict_retry(id))?;
+    let record = cart
+        .checkout
+        .clone()
+        .ok_or_else(|| ApiError::internal("checked-out cart without a checkout record"))?;
+    let order = Order::place(&record.order_id, &cart, key, record.at)?;
+    let placed = ctx
+        .bus
+        .order(
+            &record.order_id,
+            &OrderCommand::Place {
+                order: Box::new(order),
+                wait_ms,
+            },
+            request_id,
+        )
+        .await
+        .map_err(|e| e.to_api())?;
+    Ok(CheckoutReply {
+        order: placed,
+        created,
+    })
+}
+
+impl Behavior for CartBehavior {
+    type Command = CartCommand;
+    type State = CartState;
+    type Internal = ();
+    const KIND: EntityKind = EntityKind::Cart;
+
+    async fn load(ctx: &Ctx, id: &str) -> Result<CartState, StoreError> {
+        Ok(CartState {
+            current: ctx.stores.carts.load(id).await?,
+        })
+    }
+
+    async fn activated(ctx: &Ctx, _me: &ActorRef<EntityMsg<Self>>, state: &mut CartState) {
+        if let Some(v) = &state.current {
+            publish_outbox(ctx, &v.record.outbox, None).await;
+        }
+    }
+
+    async fn handle(
+        ctx: &Ctx,
+        _me: &ActorRef<EntityMsg<Self>>,
+        id: &str,
+        state: &mut CartState,
+        cmd: CartCommand,
+        request_id: &str,
+        reply: RpcReplyPort<Bytes>,
+    ) -> Result<(), ActorProcessingErr> {
+        let bytes = match &cmd {
+            CartCommand::Checkout {
+                idempotency_key,
+                wait_ms,
+            } => {
+                encode_reply(&checkout(ctx, id, state, idempotency_key, *wait_ms, request_id).await)
+            }
+            other => encode_reply(&execute(ctx, id, state, other, request_id).await),
+        };
+        let _ = reply.send(bytes);
+        Ok(())
+    }
+
+    async fn internal(
+        _ctx: &Ctx,
+        _me: &ActorRef<EntityMsg<Self>>,
+        _id: &str,
+        _state: &mut CartState,
+        _msg: (),
+    ) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_deterministic_per_cart_and_key() {
+        assert_eq!(order_id_for("c1", "k"), order_id_for("c1", "k"));
+        assert_ne!(order_id_for("c1", "k"), order_id_for("c1", "k2"));
+        assert_ne!(order_id_for("c1", "k"), order_id_for("c2", "k"));
+        assert!(validate::id("order_id", &order_id_for("c1", "k")).is_ok());
+    }
+}

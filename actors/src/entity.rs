@@ -1,0 +1,170 @@
+//! The generic entity actor: one per live cart, order or sku.
+//!
+//! The actor struct holds only dependencies; its state is built lazily on the first
+//! message (loaded from storage) so the supervisor never waits on storage while spawning.
+//! Messages are handled one at a time, so behaviours need no locks. An error returned by
+//! a behaviour (or a panic) fails the actor: the supervisor forgets it, every pending
+//! reply port is dropped (the host answers those requests with an error), and the next
+//! message activates a fresh actor from stored state.
+
+use crate::ctx::Ctx;
+use bytes::Bytes;
+use cartwheel_bus::names::EntityKind;
+use cartwheel_storage::StoreError;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The rules of one kind of entity, plugged into [`EntityActor`].
+pub trait Behavior: Send + Sync + Sized + 'static {
+    /// Commands from the bus.
+    type Command: DeserializeOwned + Send + 'static;
+    /// The loaded state.
+    type State: Send + 'static;
+    /// Messages an actor sends itself (timers, saga steps).
+    type Internal: Send + 'static;
+    /// Which kind this is.
+    const KIND: EntityKind;
+
+    /// Loads the stored state of `id` (absent entities load as "not there yet").
+    fn load(ctx: &Ctx, id: &str) -> impl Future<Output = Result<Self::State, StoreError>> + Send;
+
+    /// Runs once after loading: re-publish the outbox, resume sagas.
+    fn activated(
+        ctx: &Ctx,
+        me: &ActorRef<EntityMsg<Self>>,
+        state: &mut Self::State,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Handles one command. The behaviour must send exactly one reply on `reply`, now or
+    /// later (it may keep the port in its state, e.g. to answer when a saga settles).
+    fn handle(
+        ctx: &Ctx,
+        me: &ActorRef<EntityMsg<Self>>,
+        id: &str,
+        state: &mut Self::State,
+        cmd: Self::Command,
+        request_id: &str,
+        reply: RpcReplyPort<Bytes>,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
+
+    /// Handles a message the actor sent itself.
+    fn internal(
+        ctx: &Ctx,
+        me: &ActorRef<EntityMsg<Self>>,
+        id: &str,
+        state: &mut Self::State,
+        msg: Self::Internal,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
+
+    /// Whether the actor has work of its own in progress (it must not be passivated).
+    fn busy(_state: &Self::State) -> bool {
+        false
+    }
+}
+
+/// A message to an entity actor.
+pub enum EntityMsg<B: Behavior> {
+    /// A command from the bus, with its reply port.
+    Command {
+        /// The decoded command.
+        cmd: B::Command,
+        /// The request id, for logs and events.
+        request_id: String,
+        /// Where the encoded `Reply<T>` goes.
+        reply: RpcReplyPort<Bytes>,
+    },
+    /// A message from the actor to itself.
+    Internal(B::Internal),
+}
+
+/// Start-up arguments of an entity actor.
+pub struct EntityArgs {
+    /// The entity id.
+    pub id: String,
+    /// Set while the behaviour reports itself busy; read by the supervisor.
+    pub busy: Arc<AtomicBool>,
+}
+
+/// The actor state: the id, and the behaviour's state once loaded.
+pub struct EntityState<B: Behavior> {
+    id: String,
+    loaded: Option<B::State>,
+    busy: Arc<AtomicBool>,
+}
+
+/// The ractor actor running a [`Behavior`].
+pub struct EntityActor<B: Behavior> {
+    ctx: Ctx,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Behavior> EntityActor<B> {
+    /// An actor over `ctx`.
+    pub fn new(ctx: Ctx) -> EntityActor<B> {
+        EntityActor {
+            ctx,
+            _b: PhantomData,
+        }
+    }
+}
+
+impl<B: Behavior> Actor for EntityActor<B> {
+    type Msg = EntityMsg<B>;
+    type State = EntityState<B>;
+    type Arguments = EntityArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: EntityArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(EntityState {
+            id: args.id,
+            loaded: None,
+            busy: args.busy,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.loaded.is_none() {
+            // A load failure fails the actor; the reply port of `msg` is dropped with it
+            // and the host answers `unavailable`.
+            let mut loaded = B::load(&self.ctx, &state.id).await?;
+            B::activated(&self.ctx, &myself, &mut loaded).await;
+            state.loaded = Some(loaded);
+        }
+        let Some(loaded) = state.loaded.as_mut() else {
+            return Err("entity state missing after load".into());
+        };
+        let result = match msg {
+            EntityMsg::Command {
+                cmd,
+                request_id,
+                reply,
+            } => {
+                B::handle(
+                    &self.ctx,
+                    &myself,
+                    &state.id,
+                    loaded,
+                    cmd,
+                    &request_id,
+                    reply,
+                )
+                .await
+            }
+            EntityMsg::Internal(m) => B::internal(&self.ctx, &myself, &state.id, loaded, m).await,
+        };
+        state.busy.store(B::busy(loaded), Ordering::Relaxed);
+        result
+    }
+}

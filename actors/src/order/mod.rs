@@ -1,0 +1,357 @@
+//! The order behaviour: stores orders, runs their checkout saga, answers when it settles.
+//!
+//! `Place` stores a `PENDING` order (idempotently: the order id is derived from the cart
+//! and the idempotency key) and starts the saga. The saga runs as messages the actor
+//! sends itself, one step per message, each step persisted with the order
+//! ([`cartwheel_domain::SagaStep`]), so reads interleave with a running saga and a new
+//! owner resumes exactly where the last one stopped. Requests that wait for the outcome
+//! park their reply port until the saga's step is `Done` or their deadline passes.
+
+mod saga;
+
+use crate::ctx::Ctx;
+use crate::entity::{Behavior, EntityMsg};
+use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
+use bytes::Bytes;
+use cartwheel_bus::ApiError;
+use cartwheel_bus::messages::{OrderCommand, Reply};
+use cartwheel_bus::names::EntityKind;
+use cartwheel_domain::{ErrorCode, Event, Order, OrderStatus, SagaStep};
+use cartwheel_storage::{StoreError, Versioned};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::Duration;
+
+/// How long a cancel waits for the stock to be returned before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// Order behaviour.
+pub struct OrderBehavior;
+
+/// Messages an order actor sends itself.
+pub enum OrderInternal {
+    /// Run the next saga step.
+    Advance,
+    /// A waiter's deadline passed: answer it with the order as it is.
+    WaiterTimeout(u64),
+}
+
+struct Waiter {
+    id: u64,
+    reply: RpcReplyPort<Bytes>,
+}
+
+/// An order actor's state.
+pub struct OrderState {
+    current: Option<Versioned<Order>>,
+    waiters: Vec<Waiter>,
+    next_waiter: u64,
+    advance_queued: bool,
+    retry_delay: Duration,
+}
+
+impl OrderState {
+    fn order(&self) -> Option<&Order> {
+        self.current.as_ref().map(|v| &v.record.state)
+    }
+
+    fn settled(&self) -> bool {
+        self.order().is_none_or(|o| o.saga_step == SagaStep::Done)
+    }
+}
+
+fn reply_order(reply: RpcReplyPort<Bytes>, r: Reply<Order>) {
+    let _ = reply.send(encode_reply(&r));
+}
+
+fn answer_waiters(state: &mut OrderState) {
+    let Some(order) = state.order().cloned() else {
+        return;
+    };
+    for w in state.waiters.drain(..) {
+        reply_order(w.reply, Ok(order.clone()));
+    }
+}
+
+/// Parks `reply` until the saga settles or `wait` passes.
+fn park(
+    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    state: &mut OrderState,
+    reply: RpcReplyPort<Bytes>,
+    wait: Duration,
+) {
+    let id = state.next_waiter;
+    state.next_waiter += 1;
+    state.waiters.push(Waiter { id, reply });
+    me.send_after(wait, move || {
+        EntityMsg::Internal(OrderInternal::WaiterTimeout(id))
+    });
+}
+
+/// Queues the next saga step unless one is queued already.
+fn advance(me: &ActorRef<EntityMsg<OrderBehavior>>, state: &mut OrderState) {
+    if !state.advance_queued && !state.settled() {
+        state.advance_queued = true;
+        let _ = me.send_message(EntityMsg::Internal(OrderInternal::Advance));
+    }
+}
+
+/// Stores `order` with one status event, reloading on conflict (the caller re-reads).
+async fn save_order(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut OrderState,
+    order: Order,
+    events: Vec<Event>,
+    request_id: &str,
+) -> Result<(), WriteError> {
+    save(
+        ctx,
+        &*ctx.stores.orders,
+        id,
+        &mut state.current,
+        order,
+        events,
+        request_id,
+    )
+    .await
+}
+
+async fn reload(ctx: &Ctx, id: &str, state: &mut OrderState) -> Result<(), ApiError> {
+    state.current = ctx
+        .stores
+        .orders
+        .load(id)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one request's parts; bundling them adds nothing
+async fn place(
+    ctx: &Ctx,
+    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    id: &str,
+    state: &mut OrderState,
+    order: Order,
+    wait: Duration,
+    request_id: &str,
+    reply: RpcReplyPort<Bytes>,
+) {
+    if order.id != id
+        || order.status != OrderStatus::Pending
+        || order.saga_step != SagaStep::Reserve
+    {
+        return reply_order(
+            reply,
+            Err(ApiError::invalid(
+                "a placed order must be a new PENDING order with this id",
+            )),
+        );
+    }
+    if state.current.is_none() {
+        let events = vec![Event::OrderCreated {
+            order: order.clone(),
+        }];
+        match save_order(ctx, id, state, order, events, request_id).await {
+            Ok(()) => {}
+            Err(WriteError::Conflict) => {
+                // Placed concurrently by someone else: use theirs.
+                if let Err(e) = reload(ctx, id, state).await {
+                    return reply_order(reply, Err(e));
+                }
+            }
+            Err(WriteError::Failed(e)) => return reply_order(reply, Err(e)),
+        }
+    }
+    if state.settled() {
+        let r = state
+            .order()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("order vanished"));
+        return reply_order(reply, r);
+    }
+    park(me, state, reply, wait);
+    advance(me, state);
+}
+
+async fn change_status(
+    ctx: &Ctx,
+    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    id: &str,
+    state: &mut OrderState,
+    to: OrderStatus,
+    request_id: &str,
+    reply: RpcReplyPort<Bytes>,
+) {
+    for attempt in 0..2 {
+        let Some(mut order) = state.order().cloned() else {
+            return reply_order(
+                reply,
+                Err(ApiError::not_found(format!("order {id} not found"))),
+            );
+        };
+        if order.status == to {
+            // Idempotent: already there (a cancel may still be returning stock).
+            if state.settled() {
+                return reply_order(reply, Ok(order));
+            }
+            return park(me, state, reply, CANCEL_WAIT);
+        }
+        let (allowed, step) = match to {
+            OrderStatus::Completed => (true, order.saga_step),
+            OrderStatus::Cancelled => (true, SagaStep::Restock),
+            _ => (false, order.saga_step),
+        };
+        if !allowed {
+            return reply_order(
+                reply,
+                Err(ApiError::invalid(format!(
+                    "status can be set to COMPLETED or CANCELLED only, not {}",
+                    to.as_str()
+                ))),
+            );
+        }
+        let from = order.status;
+        let now = ctx.now();
+        if let Err(e) = order.transition(to, step, now) {
+            return reply_order(reply, Err(e.into()));
+        }
+        let events = vec![Event::OrderStatusUpdated {
+            order: order.clone(),
+            from,
+        }];
+        match save_order(ctx, id, state, order.clone(), events, request_id).await {
+            Ok(()) => {
+                if state.settled() {
+                    return reply_order(reply, Ok(order));
+                }
+                park(me, state, reply, CANCEL_WAIT);
+                advance(me, state);
+                return;
+            }
+            Err(WriteError::Failed(e)) => return reply_order(reply, Err(e)),
+            Err(WriteError::Conflict) if attempt == 0 => {
+                if let Err(e) = reload(ctx, id, state).await {
+                    return reply_order(reply, Err(e));
+                }
+            }
+            Err(WriteError::Conflict) => break,
+        }
+    }
+    reply_order(
+        reply,
+        Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("order {id} was changed concurrently; retry"),
+        )),
+    );
+}
+
+impl Behavior for OrderBehavior {
+    type Command = OrderCommand;
+    type State = OrderState;
+    type Internal = OrderInternal;
+    const KIND: EntityKind = EntityKind::Order;
+
+    async fn load(ctx: &Ctx, id: &str) -> Result<OrderState, StoreError> {
+        Ok(OrderState {
+            current: ctx.stores.orders.load(id).await?,
+            waiters: Vec::new(),
+            next_waiter: 0,
+            advance_queued: false,
+            retry_delay: saga::MIN_RETRY,
+        })
+    }
+
+    async fn activated(ctx: &Ctx, me: &ActorRef<EntityMsg<Self>>, state: &mut OrderState) {
+        if let Some(v) = &state.current {
+            publish_outbox(ctx, &v.record.outbox, None).await;
+        }
+        // A saga left unfinished by a crash or a move resumes here.
+        advance(me, state);
+    }
+
+    async fn handle(
+        ctx: &Ctx,
+        me: &ActorRef<EntityMsg<Self>>,
+        id: &str,
+        state: &mut OrderState,
+        cmd: OrderCommand,
+        request_id: &str,
+        reply: RpcReplyPort<Bytes>,
+    ) -> Result<(), ActorProcessingErr> {
+        match cmd {
+            OrderCommand::Place { order, wait_ms } => {
+                place(
+                    ctx,
+                    me,
+                    id,
+                    state,
+                    *order,
+                    Duration::from_millis(wait_ms),
+                    request_id,
+                    reply,
+                )
+                .await;
+            }
+            OrderCommand::Get => {
+                let r = state
+                    .order()
+                    .cloned()
+                    .ok_or_else(|| ApiError::not_found(format!("order {id} not found")));
+                reply_order(reply, r);
+            }
+            OrderCommand::Cancel => {
+                change_status(
+                    ctx,
+                    me,
+                    id,
+                    state,
+                    OrderStatus::Cancelled,
+                    request_id,
+                    reply,
+                )
+                .await;
+            }
+            OrderCommand::SetStatus { status } => {
+                change_status(ctx, me, id, state, status, request_id, reply).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn internal(
+        ctx: &Ctx,
+        me: &ActorRef<EntityMsg<Self>>,
+        id: &str,
+        state: &mut OrderState,
+        msg: OrderInternal,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            OrderInternal::Advance => {
+                state.advance_queued = false;
+                saga::step(ctx, me, id, state).await;
+                if state.settled() {
+                    answer_waiters(state);
+                } else {
+                    advance(me, state);
+                }
+            }
+            OrderInternal::WaiterTimeout(wid) => {
+                if let Some(pos) = state.waiters.iter().position(|w| w.id == wid) {
+                    let w = state.waiters.swap_remove(pos);
+                    let r = state
+                        .order()
+                        .cloned()
+                        .ok_or_else(|| ApiError::internal("order vanished"));
+                    reply_order(w.reply, r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn busy(state: &OrderState) -> bool {
+        !state.settled() || !state.waiters.is_empty()
+    }
+}

@@ -1,0 +1,223 @@
+//! One step of the checkout saga at a time.
+//!
+//! | step | does | then |
+//! |---|---|---|
+//! | `Reserve` | reserve every line (idempotent per order) | all held: `PRODUCT_RESERVED`/`Pay`; any refused: `FAILED`/`Release` |
+//! | `Pay` | ask the payment port | approved: `CONFIRMED`/`Commit`; declined: `FAILED`/`Release` |
+//! | `Commit` | commit every line | `Done` |
+//! | `Release` | release every line (also lines never reserved: a no-op) | `Done` |
+//! | `Restock` | return a cancelled order's stock | `Done` |
+//!
+//! Reserve-every-line-or-none holds because a failure releases *every* line of the
+//! order, reserved or not, and release is idempotent. Commit, release and restock are
+//! retried with backoff on transient errors until they succeed.
+
+use super::{OrderBehavior, OrderState, reload};
+use crate::ctx::Ctx;
+use crate::entity::EntityMsg;
+use crate::persist::WriteError;
+use cartwheel_bus::BusError;
+use cartwheel_bus::messages::InventoryCommand;
+use cartwheel_domain::{ErrorCode, Event, Order, OrderStatus, SagaStep};
+use futures::future::join_all;
+use ractor::ActorRef;
+use std::time::Duration;
+
+/// First retry delay of a failed cleanup step.
+pub const MIN_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+fn transient(e: &BusError) -> bool {
+    matches!(
+        e.code(),
+        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal
+    )
+}
+
+async fn for_each_line(
+    ctx: &Ctx,
+    order: &Order,
+    make: impl Fn(&str) -> InventoryCommand,
+    request_id: &str,
+) -> Vec<Result<(), BusError>> {
+    let futs = order.items.iter().map(|line| {
+        let cmd = make(&order.id);
+        async move { ctx.bus.stock(&line.sku, &cmd, request_id).await.map(|_| ()) }
+    });
+    join_all(futs).await
+}
+
+/// Moves the order to `to` with the next step; on a conflict, reloads (the caller's next
+/// Advance re-reads the stored step).
+/// Where a saga step leads.
+enum Next {
+    /// A new status and the step after it.
+    Status(OrderStatus, SagaStep),
+    /// `FAILED` with a reason; the release step follows.
+    Fail(String),
+    /// The cleanup step finished.
+    Done,
+}
+
+async fn transition(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut OrderState,
+    mut order: Order,
+    next: Next,
+    request_id: &str,
+) {
+    let now = ctx.now();
+    let from = order.status;
+    let events = match next {
+        Next::Fail(reason) => {
+            if order.fail(reason, now).is_err() {
+                return;
+            }
+            vec![Event::OrderStatusUpdated {
+                order: order.clone(),
+                from,
+            }]
+        }
+        Next::Status(to, step) => {
+            if order.transition(to, step, now).is_err() {
+                return;
+            }
+            vec![Event::OrderStatusUpdated {
+                order: order.clone(),
+                from,
+            }]
+        }
+        Next::Done => {
+            order.step_done(now);
+            Vec::new()
+        }
+    };
+    match super::save_order(ctx, id, state, order, events, request_id).await {
+        Ok(()) => {}
+        Err(WriteError::Conflict) => {
+            if let Err(e) = reload(ctx, id, state).await {
+                tracing::warn!(order = id, error = %e, "reload after saga conflict failed");
+            }
+        }
+        Err(WriteError::Failed(e)) => {
+            tracing::warn!(order = id, error = %e, "saga step not stored; will retry");
+        }
+    }
+}
+
+/// Runs the saga step the stored order is at.
+pub async fn step(
+    ctx: &Ctx,
+    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    id: &str,
+    state: &mut OrderState,
+) {
+    let Some(order) = state.order().cloned() else {
+        return;
+    };
+    let request_id = format!("saga-{id}");
+    let rid = request_id.as_str();
+    let version_before = order.version;
+    match order.saga_step {
+        SagaStep::Done => {}
+        SagaStep::Reserve => {
+            let futs = order.items.iter().map(|line| {
+                let cmd = InventoryCommand::Reserve {
+                    order_id: order.id.clone(),
+                    qty: u64::from(line.qty),
+                };
+                async move { ctx.bus.stock(&line.sku, &cmd, rid).await.map(|_| ()) }
+            });
+            let results = join_all(futs).await;
+            let failure = results.iter().zip(&order.items).find_map(|(r, line)| {
+                r.as_ref().err().map(|e| match e {
+                    BusError::Remote(api) => format!("{}: {}", api.code, api.message),
+                    other => format!("{} unavailable: {other}", line.sku),
+                })
+            });
+            match failure {
+                None => {
+                    transition(
+                        ctx,
+                        id,
+                        state,
+                        order,
+                        Next::Status(OrderStatus::ProductReserved, SagaStep::Pay),
+                        rid,
+                    )
+                    .await;
+                }
+                Some(reason) => {
+                    transition(ctx, id, state, order, Next::Fail(reason), rid).await;
+                }
+            }
+        }
+        SagaStep::Pay => match ctx.payment.charge(&order).await {
+            Ok(()) => {
+                transition(
+                    ctx,
+                    id,
+                    state,
+                    order,
+                    Next::Status(OrderStatus::Confirmed, SagaStep::Commit),
+                    rid,
+                )
+                .await;
+            }
+            Err(reason) => {
+                transition(ctx, id, state, order, Next::Fail(reason), rid).await;
+            }
+        },
+        SagaStep::Commit | SagaStep::Release | SagaStep::Restock => {
+            let which = order.saga_step;
+            let results = for_each_line(
+                ctx,
+                &order,
+                |oid| match which {
+                    SagaStep::Commit => InventoryCommand::Commit {
+                        order_id: oid.to_owned(),
+                    },
+                    SagaStep::Restock => InventoryCommand::Restock {
+                        order_id: oid.to_owned(),
+                    },
+                    _ => InventoryCommand::Release {
+                        order_id: oid.to_owned(),
+                    },
+                },
+                rid,
+            )
+            .await;
+            let mut retry = false;
+            for (r, line) in results.iter().zip(&order.items) {
+                if let Err(e) = r {
+                    if transient(e) {
+                        retry = true;
+                    } else {
+                        // A business refusal will not change on retry (e.g. a hold that
+                        // expired before commit): record it loudly and move on.
+                        tracing::error!(order = id, sku = %line.sku, step = ?which, error = %e,
+                            "saga cleanup refused; not retrying");
+                    }
+                }
+            }
+            if retry {
+                let delay = state.retry_delay;
+                state.retry_delay = (delay * 2).min(MAX_RETRY);
+                me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
+                state.advance_queued = true;
+                return;
+            }
+            transition(ctx, id, state, order, Next::Done, rid).await;
+        }
+    }
+    if state.order().is_some_and(|o| o.version > version_before) {
+        state.retry_delay = MIN_RETRY;
+    } else if !state.advance_queued && !state.settled() {
+        // The step did not store anything (storage down): try again later.
+        let delay = state.retry_delay;
+        state.retry_delay = (delay * 2).min(MAX_RETRY);
+        me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
+        state.advance_queued = true;
+    }
+}

@@ -1,0 +1,104 @@
+//! The writer task of one socket: the only code that writes to it.
+//!
+//! Everything bound for the client goes through one bounded queue of [`Outbound`]s, so
+//! frames leave in queue order, and the writer alone keeps the per-cart watermark: the
+//! highest version this client has seen (in a subscribe reply, a command reply or a
+//! push). A push at or below the watermark is dropped, so pushed versions only grow.
+
+use crate::ws::hub::CartUpdate;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::SinkExt;
+use futures::stream::SplitSink;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Something to send to the client.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A reply; `cart` (id, version) when it carries a cart, raising a subscribed cart's
+    /// watermark.
+    Reply {
+        frame: Utf8Bytes,
+        cart: Option<(String, u64)>,
+    },
+    /// The reply to a subscribe: starts (or raises) the cart's watermark.
+    Subscribed {
+        frame: Utf8Bytes,
+        cart_id: String,
+        version: u64,
+    },
+    /// The reply to an unsubscribe: forgets the cart, so late pushes are dropped.
+    Unsubscribed { frame: Utf8Bytes, cart_id: String },
+    /// A change of a cart; sent only if subscribed and newer than the watermark.
+    Push(Arc<CartUpdate>),
+    /// A keep-alive ping.
+    Ping,
+    /// The last thing: a close frame with this code and reason (`None`: just finish, e.g.
+    /// after the client's own close).
+    Close(Option<(u16, &'static str)>),
+}
+
+/// Sends queued frames until the queue ends or a close is sent.
+pub(crate) async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
+    let mut watermarks: HashMap<String, u64> = HashMap::new();
+    while let Some(out) = rx.recv().await {
+        let msg = match out {
+            Outbound::Reply { frame, cart } => {
+                let seen = cart.and_then(|(id, v)| watermarks.get_mut(&id).map(|w| (w, v)));
+                if let Some((w, version)) = seen {
+                    *w = (*w).max(version);
+                }
+                Some(Message::Text(frame))
+            }
+            Outbound::Subscribed {
+                frame,
+                cart_id,
+                version,
+            } => {
+                let w = watermarks.entry(cart_id).or_insert(0);
+                *w = (*w).max(version);
+                Some(Message::Text(frame))
+            }
+            Outbound::Unsubscribed { frame, cart_id } => {
+                watermarks.remove(&cart_id);
+                Some(Message::Text(frame))
+            }
+            Outbound::Push(update) => match watermarks.get_mut(&update.cart_id) {
+                Some(w) if update.version > *w => {
+                    *w = update.version;
+                    Some(Message::Text(update.frame.clone()))
+                }
+                _ => None,
+            },
+            Outbound::Ping => Some(Message::Ping(Bytes::new())),
+            Outbound::Close(frame) => {
+                if let Some((code, reason)) = frame {
+                    let close = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    };
+                    let _ = sink.feed(Message::Close(Some(close))).await;
+                }
+                break;
+            }
+        };
+        let written = match msg {
+            Some(msg) => sink.feed(msg).await,
+            None => Ok(()),
+        };
+        // Batch: flush only when nothing else is waiting (also after a dropped push, so
+        // an earlier fed frame never stays in the buffer).
+        let flushed = match written {
+            Ok(()) if rx.is_empty() => sink.flush().await,
+            other => other,
+        };
+        if let Err(e) = flushed {
+            tracing::debug!(error = %e, "websocket write failed");
+            return;
+        }
+    }
+    // Flushes what is buffered and completes a close handshake the client started.
+    let _ = sink.close().await;
+}

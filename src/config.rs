@@ -1,0 +1,169 @@
+//! Command-line and environment configuration: one clap struct per process kind, with
+//! `env = "CARTWHEEL_…"` on every field and loopback defaults.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Cartwheel: a commerce backend as an actor system on NATS.
+#[derive(Debug, Parser)]
+#[command(name = "cartwheel", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The processes Cartwheel can run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process for a laptop: a private nats-server (unless --nats-url
+    /// is given), a node and an edge.
+    Up(UpArgs),
+    /// An actor node: joins through NATS and runs entity actors.
+    Node(NodeArgs),
+    /// The HTTP/WebSocket edge: stateless, run as many as you like.
+    Edge(EdgeArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings every process shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        env = "CARTWHEEL_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Prefix of every subject, stream and bucket.
+    #[arg(long, env = "CARTWHEEL_PREFIX", default_value = "cw")]
+    pub prefix: String,
+    /// Partition count; fixed when a cluster is created.
+    #[arg(long, env = "CARTWHEEL_PARTITIONS", default_value_t = 64)]
+    pub partitions: u32,
+    /// Log format.
+    #[arg(long, env = "CARTWHEEL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Settings of an actor node.
+#[derive(Debug, Clone, Args)]
+pub struct NodeOpts {
+    /// Store of orders, products and inventory: `nats` (NATS KV, the default).
+    #[arg(long, env = "CARTWHEEL_STORE", default_value = "nats")]
+    pub store: String,
+    /// Store of carts: `nats` (NATS KV, the default).
+    #[arg(long, env = "CARTWHEEL_CART_STORE", default_value = "nats")]
+    pub cart_store: String,
+    /// Replicas of KV buckets and event streams (3 on a NATS cluster).
+    #[arg(long, env = "CARTWHEEL_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// Seconds an idle actor stays in memory.
+    #[arg(long, env = "CARTWHEEL_PASSIVATE_AFTER_SECS", default_value_t = 120)]
+    pub passivate_after_secs: u64,
+    /// Seconds after which the reservation of an abandoned saga expires.
+    #[arg(long, env = "CARTWHEEL_RESERVATION_TTL_SECS", default_value_t = 900)]
+    pub reservation_ttl_secs: u64,
+    /// The default payment port declines orders whose total (minor units) is above this.
+    #[arg(long, env = "CARTWHEEL_PAYMENT_DECLINE_ABOVE")]
+    pub payment_decline_above: Option<i64>,
+    /// The default payment port declines every order of these users (comma-separated).
+    #[arg(long, env = "CARTWHEEL_PAYMENT_DECLINE_USERS", value_delimiter = ',')]
+    pub payment_decline_users: Vec<String>,
+    /// Fault injection for tests: adding this sku to a cart panics in the cart actor.
+    #[arg(long, env = "CARTWHEEL_FAULT_PANIC_SKU", hide = true)]
+    pub fault_panic_sku: Option<String>,
+}
+
+/// Settings of an edge.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeOpts {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "CARTWHEEL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// How long a checkout request waits for the saga before answering 202.
+    #[arg(long, env = "CARTWHEEL_CHECKOUT_WAIT_MS", default_value_t = 5000)]
+    pub checkout_wait_ms: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "CARTWHEEL_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+}
+
+/// `cartwheel up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Use this NATS server instead of starting a private one.
+    #[arg(long, env = "CARTWHEEL_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Where the private nats-server keeps its data.
+    #[arg(long, env = "CARTWHEEL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The nats-server binary (2.10 or newer).
+    #[arg(long, env = "CARTWHEEL_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: PathBuf,
+    /// Fsync every JetStream write (`always`), or let the server batch fsyncs (`default`,
+    /// every 2 minutes; survives a process crash but not a power loss).
+    #[arg(
+        long,
+        env = "CARTWHEEL_NATS_SYNC",
+        value_enum,
+        default_value = "default"
+    )]
+    pub nats_sync: NatsSync,
+    /// Prefix of every subject, stream and bucket.
+    #[arg(long, env = "CARTWHEEL_PREFIX", default_value = "cw")]
+    pub prefix: String,
+    /// Partition count.
+    #[arg(long, env = "CARTWHEEL_PARTITIONS", default_value_t = 64)]
+    pub partitions: u32,
+    /// Log format.
+    #[arg(long, env = "CARTWHEEL_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Node settings.
+    #[command(flatten)]
+    pub node: NodeOpts,
+    /// Edge settings.
+    #[command(flatten)]
+    pub edge: EdgeOpts,
+}
+
+/// JetStream fsync policy of the private server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatsSync {
+    /// The server's default (fsync every 2 minutes).
+    Default,
+    /// Fsync on every write.
+    Always,
+}
+
+/// `cartwheel node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Shared settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Node settings.
+    #[command(flatten)]
+    pub node: NodeOpts,
+}
+
+/// `cartwheel edge`.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Shared settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Edge settings.
+    #[command(flatten)]
+    pub edge: EdgeOpts,
+}

@@ -1,0 +1,371 @@
+//! The NATS JetStream KV backend: the embedded default, so NATS is the only dependency.
+//!
+//! One KV bucket per entity kind (`{prefix}_carts`, `{prefix}_orders`, `{prefix}_products`,
+//! `{prefix}_inventory`, named by [`Names`]). The key is the entity id (ids are
+//! `[A-Za-z0-9_-]{1,64}`, always valid KV keys) and the value is the [`Record`] in named
+//! MessagePack ([`cartwheel_bus::codec`]), so a record written by an older node still
+//! decodes after a field with a serde default was added.
+//!
+//! * **Revisions.** The [`Revision`] is the KV entry revision: the sequence of the write in
+//!   the bucket's stream. It grows on every write of a key but is shared by all keys of a
+//!   bucket, so it does not count one key's writes. `update` is JetStream's
+//!   expected-last-subject-sequence publish: the server refuses it atomically when anything
+//!   was written to the key since, which is the fence placement relies on.
+//! * **Deletes.** Cartwheel never deletes a record. A key whose last entry is a delete or
+//!   purge marker reads as absent, and `create` succeeds on it again.
+//! * **List queries are answered by scanning.** [`CatalogIndex`](crate::CatalogIndex) and
+//!   [`OrderIndex`](crate::OrderIndex) read the latest value of every key in one streamed
+//!   pass (an ordered consumer with "last per subject" delivery, which ends once every key
+//!   listed at its start was delivered), then filter, sort and page with the shared rules
+//!   of [`query`](crate::query). Product keys up to the cursor are not even decoded. That
+//!   is fine for a laptop-sized catalog and order history; the MongoDB backend answers the
+//!   same queries from real indexes.
+//! * **Durability.** A write is acknowledged by JetStream only after it is written to the
+//!   stream's file store (buckets use file storage), and on a cluster only once a quorum of
+//!   replicas has it. A `kill -9` of nats-server keeps every acknowledged write, because it
+//!   is in the OS page cache (the `kv_acknowledged_writes_survive_kill_9_and_restart` test
+//!   checks this); to survive a power cut as well, run nats-server with `sync_interval:
+//!   always`, or replicate the buckets (`replicas: 3`).
+//! * **Errors and timeouts.** Connection failures and timeouts map to
+//!   [`StoreError::Unavailable`] after the JetStream context's timeout
+//!   (`ContextBuilder::timeout`, which also bounds waiting for a write's acknowledgement).
+//!   An `Unavailable` write has an unknown outcome: the client may still deliver it after
+//!   reconnecting. That is safe because every write is compare-and-set: a retry answers
+//!   `Conflict`, and the caller reloads. Refused compare-and-set maps to
+//!   [`StoreError::Conflict`], undecodable values to [`StoreError::Codec`].
+//!
+//! This module knows buckets and keys only: it never publishes events or talks to actors.
+
+mod index;
+mod scan;
+
+use crate::error::StoreError;
+use crate::{EntityStore, Record, Revision, Stores, Versioned};
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueErrorKind};
+use async_nats::jetstream::kv::{self, EntryErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::{self, ErrorCode};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cartwheel_bus::codec;
+use cartwheel_bus::names::Names;
+use cartwheel_domain::{Order, Product};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Most revisions a KV bucket may keep per key (a JetStream KV limit).
+const MAX_HISTORY: i64 = 64;
+
+/// How the buckets are created when they do not exist yet. Existing buckets are opened as
+/// they are (a differing configuration is logged, never changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvSettings {
+    /// Copies of every bucket in a JetStream cluster: 1 for a single server, 3 for a
+    /// production cluster.
+    pub replicas: usize,
+    /// Revisions kept per key, 1..=64. One is enough: every change is also published as an
+    /// event that carries the entity's full state, so the event streams are the history.
+    pub history: i64,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        KvSettings {
+            replicas: 1,
+            history: 1,
+        }
+    }
+}
+
+/// Opens (creating them if missing) the carts, orders, products and inventory buckets
+/// named by `names`, and returns them as a full set of stores.
+///
+/// Safe to call from several nodes at once: a node whose create loses the race opens the
+/// bucket the winner created.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the server cannot be reached, JetStream is not enabled,
+/// a bucket can be neither opened nor created, or `settings` are out of range.
+pub async fn open(
+    js: &jetstream::Context,
+    names: &Names,
+    settings: &KvSettings,
+) -> Result<Stores, StoreError> {
+    let buckets = [
+        names.carts_bucket(),
+        names.orders_bucket(),
+        names.products_bucket(),
+        names.inventory_bucket(),
+    ];
+    let (carts, orders, products, inventory) = futures::try_join!(
+        KvStore::open(js, &buckets[0], settings),
+        KvStore::<Order>::open(js, &buckets[1], settings),
+        KvStore::<Product>::open(js, &buckets[2], settings),
+        KvStore::open(js, &buckets[3], settings),
+    )?;
+    let orders = Arc::new(orders);
+    let products = Arc::new(products);
+    Ok(Stores {
+        carts: Arc::new(carts),
+        orders: orders.clone(),
+        products: products.clone(),
+        inventory: Arc::new(inventory),
+        catalog: products,
+        order_index: orders,
+    })
+}
+
+/// One kind of entity in one KV bucket. Cheap to clone.
+pub struct KvStore<T> {
+    kv: kv::Store,
+    /// For the inboxes of scan consumers (a bucket handle does not expose its client).
+    client: async_nats::Client,
+    /// `fn() -> T`: the store holds no `T`, so it is `Send + Sync` whatever `T` is.
+    _entity: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for KvStore<T> {
+    fn clone(&self) -> Self {
+        KvStore {
+            kv: self.kv.clone(),
+            client: self.client.clone(),
+            _entity: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for KvStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("bucket", &self.kv.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> KvStore<T> {
+    /// Opens bucket `bucket`, creating it with `settings` if it does not exist.
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        settings: &KvSettings,
+    ) -> Result<KvStore<T>, StoreError> {
+        let kv = open_bucket(js, bucket, settings).await?;
+        Ok(KvStore::new(js.client(), kv))
+    }
+
+    /// A store over an already opened bucket; `client` is the connection it was opened on.
+    pub fn new(client: async_nats::Client, kv: kv::Store) -> KvStore<T> {
+        KvStore {
+            kv,
+            client,
+            _entity: PhantomData,
+        }
+    }
+
+    /// The underlying bucket, for tools and tests that need raw access.
+    pub fn bucket(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The latest value of every key that passes `keep`, decoded, in key order.
+    pub(crate) async fn scan_records(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Record<T>)>, StoreError>
+    where
+        T: DeserializeOwned,
+    {
+        let values = scan::latest(&self.kv, &self.client, scan::Payload::Values, keep).await?;
+        values
+            .into_iter()
+            .map(|(key, bytes)| {
+                let record = decode(&self.kv.name, &key, &bytes)?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<T> EntityStore<T> for KvStore<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    async fn load(&self, id: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        let entry = match self.kv.entry(id).await {
+            Ok(entry) => entry,
+            // No entity can have an id that is not a valid key.
+            Err(e) if e.kind() == EntryErrorKind::InvalidKey => return Ok(None),
+            Err(e) => return Err(self.unavailable("reading", id, &e)),
+        };
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => Ok(Some(Versioned {
+                record: decode(&self.kv.name, id, &entry.value)?,
+                revision: entry.revision,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn create(&self, id: &str, record: &Record<T>) -> Result<Revision, StoreError> {
+        let value = encode(record)?;
+        // Not `kv::Store::create`: after a failed first attempt it looks the key up and
+        // reports "already exists" when it finds a value, even if the failure was a timeout
+        // and the value found is this very write. Here a timeout stays a timeout.
+        match self.kv.update(id, value.clone(), 0).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                // The key has entries. Only a delete or purge marker may be written over.
+                match self.kv.entry(id).await {
+                    Ok(Some(entry)) if entry.operation != Operation::Put => {
+                        self.write(id, value, entry.revision).await
+                    }
+                    Ok(_) => Err(conflict(id)),
+                    Err(e) => Err(self.unavailable("reading", id, &e)),
+                }
+            }
+            Err(e) => Err(self.update_error(id, &e)),
+        }
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        record: &Record<T>,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        // JetStream reads "expected last sequence 0" as "the key must not exist", which would
+        // turn this update into a create. No record is ever stored at revision 0.
+        if expected == 0 {
+            return Err(conflict(id));
+        }
+        self.write(id, encode(record)?, expected).await
+    }
+
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let keys = scan::latest(&self.kv, &self.client, scan::Payload::KeysOnly, |_| true).await?;
+        Ok(keys.into_keys().collect())
+    }
+}
+
+impl<T> KvStore<T> {
+    /// Compare-and-set write of `value` at `expected`.
+    async fn write(
+        &self,
+        id: &str,
+        value: Bytes,
+        expected: Revision,
+    ) -> Result<Revision, StoreError> {
+        self.kv
+            .update(id, value, expected)
+            .await
+            .map_err(|e| self.update_error(id, &e))
+    }
+
+    fn update_error(&self, id: &str, e: &kv::UpdateError) -> StoreError {
+        match e.kind() {
+            UpdateErrorKind::WrongLastRevision => conflict(id),
+            UpdateErrorKind::InvalidKey => {
+                StoreError::InvalidQuery(format!("{id:?} is not a valid storage key"))
+            }
+            UpdateErrorKind::TimedOut | UpdateErrorKind::Other => {
+                self.unavailable("writing", id, e)
+            }
+        }
+    }
+
+    fn unavailable(&self, doing: &str, id: &str, e: &dyn std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!("{doing} {}/{id}: {e}", self.kv.name))
+    }
+}
+
+/// Opens bucket `name`, creating it if missing; see [`open`].
+async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    settings: &KvSettings,
+) -> Result<kv::Store, StoreError> {
+    if !(1..=MAX_HISTORY).contains(&settings.history) || settings.replicas == 0 {
+        return Err(StoreError::Unavailable(format!(
+            "invalid KV settings for bucket {name}: history must be 1..={MAX_HISTORY} and \
+             replicas at least 1"
+        )));
+    }
+    match js.get_key_value(name).await {
+        Ok(store) => {
+            warn_if_different(&store, settings);
+            return Ok(store);
+        }
+        Err(e) if !is_missing_bucket(&e) => {
+            return Err(StoreError::Unavailable(format!(
+                "opening KV bucket {name}: {e}"
+            )));
+        }
+        Err(_) => {}
+    }
+    let config = kv::Config {
+        bucket: name.to_owned(),
+        description: "Cartwheel entity records".to_owned(),
+        history: settings.history,
+        num_replicas: settings.replicas,
+        storage: StorageType::File,
+        ..kv::Config::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => {
+            tracing::info!(bucket = name, "created KV bucket");
+            Ok(store)
+        }
+        // Another node may have created it since we looked; then opening it succeeds.
+        Err(create_error) => js.get_key_value(name).await.map_err(|_| {
+            StoreError::Unavailable(format!("creating KV bucket {name}: {create_error}"))
+        }),
+    }
+}
+
+/// Whether opening a bucket failed because its stream does not exist (as opposed to the
+/// server being unreachable).
+fn is_missing_bucket(e: &jetstream::context::KeyValueError) -> bool {
+    e.kind() == KeyValueErrorKind::GetBucket
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<GetStreamError>())
+            .is_some_and(|s| {
+                matches!(s.kind(), GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
+            })
+}
+
+fn warn_if_different(store: &kv::Store, settings: &KvSettings) {
+    let config = &store.stream.cached_info().config;
+    if config.max_messages_per_subject != settings.history
+        || config.num_replicas != settings.replicas
+    {
+        tracing::warn!(
+            bucket = %store.name,
+            history = config.max_messages_per_subject,
+            replicas = config.num_replicas,
+            wanted_history = settings.history,
+            wanted_replicas = settings.replicas,
+            "existing KV bucket differs from the configured settings; using it as it is"
+        );
+    }
+}
+
+fn conflict(id: &str) -> StoreError {
+    StoreError::Conflict { key: id.to_owned() }
+}
+
+fn encode<T: Serialize>(record: &Record<T>) -> Result<Bytes, StoreError> {
+    codec::encode(record).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Record<T>, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Codec(format!("{bucket}/{key}: {e}")))
+}
