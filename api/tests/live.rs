@@ -1,5 +1,6 @@
-//! `/ws` live pushes against a real nats-server and a fake cart node: the subscribe reply,
-//! pushes to other sockets, the version watermark and unsubscribe.
+//! The edge against a real nats-server and a fake node: `/ws` subscribe replies,
+//! pushes to other sockets, the version watermark and unsubscribe; checkout status codes
+//! and readiness.
 //!
 //! The fake node answers cart commands on the real subjects and publishes `CartUpdated`
 //! events with core NATS, as the actor node does (through JetStream) — enough to exercise
@@ -8,11 +9,13 @@
 // Test helpers outside #[test] fns panic on purpose: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
 use cartwheel_api::{Edge, EdgeConfig};
-use cartwheel_bus::messages::{CartCommand, Reply};
+use cartwheel_bus::messages::{CartCommand, CheckoutReply, Page, Reply};
 use cartwheel_bus::names::EntityKind;
 use cartwheel_bus::{ApiError, BusClient, BusConfig, Names, codec};
-use cartwheel_domain::{Cart, CartLine, Currency, ErrorCode, Event, Timestamp};
+use cartwheel_domain::{Cart, CartLine, Currency, ErrorCode, Event, Order, OrderStatus, Timestamp};
 use cartwheel_testkit::NatsServer;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -23,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -36,7 +40,13 @@ async fn publish(nats: &async_nats::Client, cart: &Cart) {
     nats.flush().await.unwrap();
 }
 
-/// Answers `Get` and `AddItem` for the carts it holds; publishes an event per change.
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("cart {id} not found"))
+}
+
+/// Answers `Get`, `AddItem` and `Checkout` for the carts it holds, publishing an event
+/// per change. A checkout whose key starts with `settle` settles at once (`CONFIRMED`);
+/// any other stays `PENDING`. The same key again answers the same order, not created.
 async fn fake_node(nats: async_nats::Client, mut carts: HashMap<String, Cart>) {
     let names = Names::default();
     let mut sub = nats
@@ -44,17 +54,14 @@ async fn fake_node(nats: async_nats::Client, mut carts: HashMap<String, Cart>) {
         .await
         .unwrap();
     nats.flush().await.unwrap();
+    let mut orders: HashMap<String, Order> = HashMap::new();
     while let Some(msg) = sub.next().await {
         let Some((_, id)) = names.parse_entity(EntityKind::Cart, &msg.subject) else {
             continue;
         };
         let cmd: CartCommand = codec::decode(&msg.payload).unwrap();
-        let reply: Reply<Cart> = match (carts.get_mut(id), cmd) {
-            (None, _) => Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("cart {id} not found"),
-            )),
-            (Some(cart), CartCommand::Get) => Ok(cart.clone()),
+        let payload = match (carts.get_mut(id), cmd) {
+            (Some(cart), CartCommand::Get) => codec::encode(&Reply::Ok(cart.clone())),
             (Some(cart), CartCommand::AddItem { sku, qty }) => {
                 cart.items.push(CartLine {
                     sku,
@@ -62,15 +69,59 @@ async fn fake_node(nats: async_nats::Client, mut carts: HashMap<String, Cart>) {
                     unit_price: 100,
                     currency: Currency::new("EUR").unwrap(),
                 });
+                cart.currency = Some(Currency::new("EUR").unwrap());
                 cart.total += 100 * i64::from(qty);
                 cart.version += 1;
                 publish(&nats, cart).await;
-                Ok(cart.clone())
+                codec::encode(&Reply::Ok(cart.clone()))
             }
-            (Some(_), other) => Err(ApiError::invalid(format!("fake node: {other:?}"))),
+            (
+                Some(cart),
+                CartCommand::Checkout {
+                    idempotency_key, ..
+                },
+            ) => {
+                let created = !orders.contains_key(&idempotency_key);
+                let order = orders.entry(idempotency_key.clone()).or_insert_with(|| {
+                    let order_id = format!("o-{idempotency_key}");
+                    let mut order =
+                        Order::place(&order_id, cart, &idempotency_key, Timestamp(0)).unwrap();
+                    if idempotency_key.starts_with("settle") {
+                        order.status = OrderStatus::Confirmed;
+                    }
+                    order
+                });
+                let reply = CheckoutReply {
+                    order: order.clone(),
+                    created,
+                };
+                codec::encode(&Reply::Ok(reply))
+            }
+            (Some(_), other) => codec::encode(&Reply::<Cart>::Err(ApiError::invalid(format!(
+                "fake node: {other:?}"
+            )))),
+            (None, _) => codec::encode(&Reply::<Cart>::Err(not_found(id))),
         };
         if let Some(to) = msg.reply {
-            nats.publish(to, codec::encode(&reply).unwrap())
+            nats.publish(to, payload.unwrap()).await.unwrap();
+        }
+    }
+}
+
+/// Answers every catalog query with an empty page.
+async fn fake_catalog(nats: async_nats::Client) {
+    let mut sub = nats
+        .subscribe(Names::default().query_catalog())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    while let Some(msg) = sub.next().await {
+        let page: Reply<Page<Value>> = Ok(Page {
+            items: vec![],
+            next_cursor: None,
+        });
+        if let Some(to) = msg.reply {
+            nats.publish(to, codec::encode(&page).unwrap())
                 .await
                 .unwrap();
         }
@@ -138,7 +189,7 @@ impl Socket {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_every_newer_change_once_and_in_order() {
     let server = NatsServer::start().await.unwrap();
     let nats = async_nats::connect(server.url()).await.unwrap();
@@ -208,4 +259,77 @@ async fn subscribers_see_every_newer_change_once_and_in_order() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// Sends a request to the router; returns the status and the JSON body.
+async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn checkout(cart_id: &str, key: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("/carts/{cart_id}/checkout"))
+        .header("Idempotency-Key", key)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_and_readiness_follow_the_node() {
+    let server = NatsServer::start().await.unwrap();
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let mut cart = Cart::new("c1", "u1", Timestamp(0)).unwrap();
+    cart.currency = Some(Currency::new("EUR").unwrap());
+    let seeded = HashMap::from([(cart.id.clone(), cart)]);
+    tokio::spawn(fake_node(nats.clone(), seeded));
+    let bus = BusClient::new(
+        nats.clone(),
+        BusConfig {
+            retry_window: Duration::from_millis(100),
+            ..BusConfig::default()
+        },
+    );
+    let app = Edge::new(bus, EdgeConfig::default()).router();
+    let ready = || Request::get("/readyz").body(Body::empty()).unwrap();
+
+    // Connected, but nothing answers catalog queries yet.
+    let (status, body) = call(&app, ready()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    tokio::spawn(fake_catalog(nats.clone()));
+    let mut ready_now = false;
+    for _ in 0..50 {
+        if call(&app, ready()).await.0 == StatusCode::OK {
+            ready_now = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready_now, "ready once a node answers");
+
+    let (status, body) = call(&app, checkout("c1", "settle-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "CONFIRMED");
+    let (status, again) = call(&app, checkout("c1", "settle-1")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a replayed key answers the same order"
+    );
+    assert_eq!(again["id"], body["id"]);
+    let (status, body) = call(&app, checkout("c1", "slow-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "PENDING");
+    let (status, body) = call(&app, checkout("missing", "settle-2")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
 }

@@ -1,0 +1,258 @@
+//! Separate processes: nodes and edges on one NATS server, live pushes across edges,
+//! typed errors when no node serves, and graceful shutdown that loses nothing.
+
+mod common;
+
+use cartwheel_testkit::{NatsServer, wait_for};
+use common::{Proc, WAIT, Ws};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_through_one_edge_reaches_subscribers_of_another() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let _node = Proc::node(&nats.url(), dir.path().join("node.log"), &[]).await?;
+    let edge_a = Proc::edge(&nats.url(), dir.path().join("a.log")).await?;
+    let edge_b = Proc::edge(&nats.url(), dir.path().join("b.log")).await?;
+    edge_a.wait_ready().await?;
+    edge_b.wait_ready().await?;
+    let a = edge_a.api();
+    a.product("TEA", 450, 10).await?;
+    let cart = a.cart("dana").await?;
+
+    // Two sockets on edge B and one on edge A watch the cart.
+    let mut on_b1 = Ws::connect(&edge_b.api().base).await?;
+    let mut on_b2 = Ws::connect(&edge_b.api().base).await?;
+    let mut on_a = Ws::connect(&a.base).await?;
+    for ws in [&mut on_b1, &mut on_b2, &mut on_a] {
+        let r = ws
+            .request(json!({"id": 1, "op": "subscribe", "cart_id": cart}))
+            .await?;
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // REST on edge A, then a WebSocket command on edge B.
+    let (s, _) = a
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "TEA", "qty": 1}),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let r = on_b1
+        .request(json!({"id": 2, "op": "add_item", "cart_id": cart, "sku": "TEA", "qty": 2}))
+        .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["cart"]["items"][0]["qty"], 3);
+    for ws in [&mut on_b1, &mut on_b2, &mut on_a] {
+        let p = ws.push_at_least(&cart, 3).await?;
+        assert_eq!(p["cart"]["items"][0]["qty"], 3);
+    }
+    // A bad frame gets a typed error and the socket stays usable.
+    on_a.send_text("{nonsense").await?;
+    let e = on_a.reply(serde_json::Value::Null).await?;
+    assert_eq!(e["ok"], false);
+    assert_eq!(e["error"]["code"], "invalid_input");
+    let r = on_a
+        .request(json!({"id": 9, "op": "get", "cart_id": cart}))
+        .await?;
+    assert_eq!(r["cart"]["version"], 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_node_requests_fail_fast_with_unavailable() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    let api = edge.api();
+    let started = std::time::Instant::now();
+    let (s, body) = api.get("/carts/abc").await?;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (s, _) = api.get("/readyz").await?;
+    assert_eq!(s, 503);
+    let (s, _) = api.get("/healthz").await?;
+    assert_eq!(s, 200);
+
+    // A node arrives: the same edge recovers by itself.
+    let _node = Proc::node(&nats.url(), dir.path().join("node.log"), &[]).await?;
+    edge.wait_ready().await?;
+    let (s, body) = api.get("/carts/abc").await?;
+    assert_eq!(s, 404, "{body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_actor_answers_with_an_error_and_restarts_from_stored_state()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let _node = Proc::node(
+        &nats.url(),
+        dir.path().join("node.log"),
+        &[("CARTWHEEL_FAULT_PANIC_SKU", "BOOM")],
+    )
+    .await?;
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    edge.wait_ready().await?;
+    let api = edge.api();
+    api.product("OK", 100, 5).await?;
+    api.product("BOOM", 100, 5).await?;
+    let cart = api.cart("erin").await?;
+    let (s, _) = api
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "OK", "qty": 2}),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let (s, body) = api
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "BOOM", "qty": 1}),
+        )
+        .await?;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal");
+    // The next request activates a fresh actor from storage: the stored state is intact.
+    let (s, c) = api.get(&format!("/carts/{cart}")).await?;
+    assert_eq!(s, 200);
+    assert_eq!(c["version"], 2);
+    assert_eq!(c["items"].as_array().unwrap().len(), 1);
+    let (s, c) = api
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "OK", "qty": 1}),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    assert_eq!(c["items"][0]["qty"], 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_payment_fails_the_order_and_releases_the_stock() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let _node = Proc::node(
+        &nats.url(),
+        dir.path().join("node.log"),
+        &[("CARTWHEEL_PAYMENT_DECLINE_ABOVE", "10000")],
+    )
+    .await?;
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    edge.wait_ready().await?;
+    let api = edge.api();
+    api.product("TV", 60000, 3).await?;
+    api.product("CABLE", 500, 3).await?;
+    let big = api.cart("frank").await?;
+    api.post(
+        &format!("/carts/{big}/items"),
+        json!({"sku": "TV", "qty": 1}),
+    )
+    .await?;
+    api.post(
+        &format!("/carts/{big}/items"),
+        json!({"sku": "CABLE", "qty": 1}),
+    )
+    .await?;
+    let (s, order) = api.checkout(&big, "k").await?;
+    assert_eq!(s, 201, "{order}");
+    assert_eq!(order["status"], "FAILED");
+    assert!(
+        order["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("declined"),
+        "{order}"
+    );
+    for sku in ["TV", "CABLE"] {
+        let (_, inv) = api.get(&format!("/inventory/{sku}")).await?;
+        assert_eq!(
+            (inv["on_hand"].as_u64(), inv["reserved"].as_u64()),
+            (Some(3), Some(0)),
+            "{sku}: {inv}"
+        );
+    }
+    let small = api.cart("frank").await?;
+    api.post(
+        &format!("/carts/{small}/items"),
+        json!({"sku": "CABLE", "qty": 2}),
+    )
+    .await?;
+    let (_, order) = api.checkout(&small, "k").await?;
+    assert_eq!(order["status"], "CONFIRMED");
+    let (_, inv) = api.get("/inventory/CABLE").await?;
+    assert_eq!(inv["on_hand"], 1);
+    let (s, cancelled) = api
+        .post(
+            &format!("/orders/{}/cancel", order["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await?;
+    assert_eq!(s, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "CANCELLED");
+    let (_, inv) = api.get("/inventory/CABLE").await?;
+    assert_eq!(inv["on_hand"], 3, "cancel returns the stock");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_loses_no_acknowledged_write() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let up = Proc::up(&data, &[], &[]).await?;
+    let api = up.api();
+    api.product("PEN", 100, 1000).await?;
+    let mut carts = Vec::new();
+    for i in 0..8 {
+        carts.push(api.cart(&format!("user{i}")).await?);
+    }
+    // Writers add one unit at a time and count what was acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for cart in carts.clone() {
+        let api = api.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match api
+                    .post(
+                        &format!("/carts/{cart}/items"),
+                        json!({"sku": "PEN", "qty": 1}),
+                    )
+                    .await
+                {
+                    Ok((200, _)) => acked += 1,
+                    _ => break,
+                }
+            }
+            (cart, acked)
+        }));
+    }
+    wait_for("some writes", WAIT, || async {
+        let (_, c) = api
+            .get(&format!("/carts/{}", carts[0]))
+            .await
+            .unwrap_or_default();
+        c["version"].as_u64().unwrap_or(0) > 5
+    })
+    .await?;
+    let status = up.terminate().await?;
+    assert!(status.success(), "{status}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.push(t.await?);
+    }
+    let up = Proc::up(&data, &[], &[]).await?;
+    let api = up.api();
+    for (cart, n) in acked {
+        let (_, c) = api.get(&format!("/carts/{cart}")).await?;
+        let qty = c["items"][0]["qty"].as_u64().unwrap_or(0);
+        assert!(qty >= n, "cart {cart}: {n} acknowledged, {qty} stored");
+    }
+    Ok(())
+}
