@@ -85,6 +85,14 @@ pub struct Edge {
 impl Edge {
     /// Builds the router state; does not bind.
     pub fn new(bus: BusClient, config: EdgeConfig) -> Edge {
+        if config.request_timeout <= config.checkout_wait {
+            // A checkout would hit the deadline (504) before it could answer 202.
+            tracing::warn!(
+                request_timeout_ms = config.request_timeout.as_millis(),
+                checkout_wait_ms = config.checkout_wait.as_millis(),
+                "request_timeout should exceed checkout_wait"
+            );
+        }
         Edge {
             state: AppState::new(bus, config),
         }
