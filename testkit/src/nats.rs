@@ -307,13 +307,12 @@ impl NatsServer {
                 anyhow::bail!("nats-server exited early ({status})");
             }
             let log = read_log_from(&self.log_path, log_offset);
-            if let Some(port) = listening_port(&log).filter(|_| log.contains(READY_LINE)) {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            if let Some(port) = listening_port(&log).filter(|_| log.contains(READY_LINE))
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .is_ok()
-                {
-                    return Ok(port);
-                }
+            {
+                return Ok(port);
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!("timed out after {READY_TIMEOUT:?}");

@@ -2,6 +2,7 @@
 //! WebSocket clients. Tests poll for conditions; they never sleep for a fixed time.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
+#![allow(clippy::unwrap_used)] // test harness: a failed setup should stop the test loudly
 
 use anyhow::{Context, bail};
 use cartwheel_testkit::{ChildProcess, free_port, nats_server_bin, wait_for};
