@@ -24,6 +24,30 @@ pub enum Command {
     Node(NodeArgs),
     /// The HTTP/WebSocket edge: stateless, run as many as you like.
     Edge(EdgeArgs),
+    /// Inspect the cluster.
+    Cluster(ClusterArgs),
+}
+
+/// `cartwheel cluster …`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Shared settings.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to show.
+    #[command(subcommand)]
+    pub what: ClusterCommand,
+}
+
+/// Cluster inspection commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Live nodes, partitions per node, lease ages, live actors.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Log output format.
@@ -54,6 +78,19 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, env = "CARTWHEEL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// OTLP/HTTP collector to export traces to (e.g. `http://127.0.0.1:4318`); unset:
+    /// no export (trace ids still travel and appear in the logs).
+    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// How the edge authenticates callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication (development only): everything is open.
+    Off,
+    /// JWT bearer tokens.
+    Jwt,
 }
 
 /// Settings of an actor node.
@@ -80,6 +117,16 @@ pub struct NodeOpts {
     /// The default payment port declines every order of these users (comma-separated).
     #[arg(long, env = "CARTWHEEL_PAYMENT_DECLINE_USERS", value_delimiter = ',')]
     pub payment_decline_users: Vec<String>,
+    /// This node's id in the cluster (generated when unset; `up` keeps it in the data dir).
+    #[arg(long, env = "CARTWHEEL_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Lifetime of a partition lease without renewal, in ms: how long the partitions of a
+    /// crashed node wait before the survivors take them.
+    #[arg(long, env = "CARTWHEEL_LEASE_TTL_MS", default_value_t = 6000)]
+    pub lease_ttl_ms: u64,
+    /// Serve the node's Prometheus metrics on `http://ADDR/metrics` (off when unset).
+    #[arg(long, env = "CARTWHEEL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Fault injection for tests: adding this sku to a cart panics in the cart actor.
     #[arg(long, env = "CARTWHEEL_FAULT_PANIC_SKU", hide = true)]
     pub fault_panic_sku: Option<String>,
@@ -97,6 +144,52 @@ pub struct EdgeOpts {
     /// Largest request body, in bytes.
     #[arg(long, env = "CARTWHEEL_MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,
+    /// Largest WebSocket message, in bytes (the socket is closed with 1009 above it).
+    #[arg(long, env = "CARTWHEEL_MAX_WS_FRAME_BYTES", default_value_t = 65536)]
+    pub max_ws_frame_bytes: usize,
+    /// Deadline of a whole HTTP request, in ms (504 after it).
+    #[arg(long, env = "CARTWHEEL_REQUEST_TIMEOUT_MS", default_value_t = 10000)]
+    pub request_timeout_ms: u64,
+    /// Authentication: `off` or `jwt`. `edge` requires an explicit choice; `up` defaults
+    /// to `off`.
+    #[arg(long, env = "CARTWHEEL_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "CARTWHEEL_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// PEM public key file: RSA (RS256) or EC P-256 (ES256).
+    #[arg(long, env = "CARTWHEEL_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "CARTWHEEL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "CARTWHEEL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, in seconds.
+    #[arg(long, env = "CARTWHEEL_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// Requests per second per user (per IP when anonymous); 0 turns limits off.
+    /// Default: 20 for `edge`, off for `up`.
+    #[arg(long, env = "CARTWHEEL_RATE_LIMIT_RPS")]
+    pub rate_limit_rps: Option<u32>,
+    /// Requests at once per user or IP. Default: twice the rate.
+    #[arg(long, env = "CARTWHEEL_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// Redis URL shared by all edges for rate limits (`redis://host:6379`). Unset: a
+    /// `redis://` CARTWHEEL_CART_STORE is used; otherwise limits are kept per edge.
+    #[arg(long, env = "CARTWHEEL_RATE_LIMIT_REDIS", hide_env_values = true)]
+    pub rate_limit_redis: Option<String>,
+    /// Take the client IP from the last `X-Forwarded-For` entry (set when behind a proxy).
+    #[arg(long, env = "CARTWHEEL_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// Browser origins allowed to open `/ws` besides the edge's own (comma-separated,
+    /// e.g. `https://shop.example.com`; `*` allows any).
+    #[arg(long, env = "CARTWHEEL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Most live WebSockets per authenticated user.
+    #[arg(long, env = "CARTWHEEL_WS_MAX_PER_USER", default_value_t = 16)]
+    pub ws_max_per_user: usize,
 }
 
 /// `cartwheel up`.
@@ -129,6 +222,9 @@ pub struct UpArgs {
     /// Log format.
     #[arg(long, env = "CARTWHEEL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// OTLP/HTTP collector to export traces to; unset: no export.
+    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Node settings.
     #[command(flatten)]
     pub node: NodeOpts,

@@ -3,36 +3,34 @@
 
 mod config;
 mod nats_child;
+mod public;
 mod run;
+mod telemetry;
 
 use clap::Parser;
-use config::{Cli, Command, LogFormat};
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn,ractor=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+use config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up(args) => {
-            init_tracing(args.log_format);
+            let _telemetry =
+                telemetry::init(args.log_format, args.otlp_endpoint.as_deref(), "cartwheel")?;
             run::up(args).await
         }
         Command::Node(args) => {
-            init_tracing(args.common.log_format);
+            let c = &args.common;
+            let _telemetry =
+                telemetry::init(c.log_format, c.otlp_endpoint.as_deref(), "cartwheel-node")?;
             run::node(args).await
         }
         Command::Edge(args) => {
-            init_tracing(args.common.log_format);
+            let c = &args.common;
+            let _telemetry =
+                telemetry::init(c.log_format, c.otlp_endpoint.as_deref(), "cartwheel-edge")?;
             run::edge(args).await
         }
+        Command::Cluster(args) => run::cluster(args).await,
     }
 }

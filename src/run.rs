@@ -2,11 +2,12 @@
 //! SIGTERM, then stop in order — edge (stop accepting, finish requests), node (drain
 //! subscriptions, finish commands), NATS client (flush, drain), private nats-server.
 
-use crate::config::{CommonArgs, EdgeArgs, EdgeOpts, NodeArgs, NodeOpts, UpArgs};
+use crate::config::{CommonArgs, EdgeArgs, NodeArgs, NodeOpts, UpArgs};
 use crate::nats_child::NatsChild;
+use crate::public::{NodeExtras, Process, edge_config};
 use anyhow::{Context, bail};
 use cartwheel_actors::{Ctx, Faults, Node, NodeSettings, RulesPayment};
-use cartwheel_api::{Edge, EdgeConfig};
+use cartwheel_api::Edge;
 use cartwheel_bus::events::StreamSettings;
 use cartwheel_bus::{BusClient, BusConfig, Names};
 use cartwheel_storage::kv::{self, KvSettings};
@@ -16,14 +17,36 @@ use tokio_util::sync::CancellationToken;
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Connects to NATS (`url` may list several servers, comma-separated). Retries for up to
+/// 30 s so processes may start before their NATS server, then fails with a clear error.
 async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        bail!("no NATS URL given");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(servers.clone())
+            .await;
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(%url, error = %e, "NATS not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("connecting to NATS at {url} (gave up after 30 s)"));
+            }
+        }
+    }
 }
 
 fn bus(nats: async_nats::Client, prefix: &str, partitions: u32) -> anyhow::Result<BusClient> {
@@ -47,7 +70,7 @@ fn bus(nats: async_nats::Client, prefix: &str, partitions: u32) -> anyhow::Resul
     ))
 }
 
-async fn start_node(bus: BusClient, opts: &NodeOpts) -> anyhow::Result<Node> {
+async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::Result<Node> {
     for (flag, value) in [
         ("CARTWHEEL_STORE", &opts.store),
         ("CARTWHEEL_CART_STORE", &opts.cart_store),
@@ -78,11 +101,14 @@ async fn start_node(bus: BusClient, opts: &NodeOpts) -> anyhow::Result<Node> {
         settings: NodeSettings {
             passivate_after: Duration::from_secs(opts.passivate_after_secs.max(1)),
             reservation_ttl: Duration::from_secs(opts.reservation_ttl_secs.max(1)),
+            node_id: node_id.to_owned(),
+            lease_ttl: Duration::from_millis(opts.lease_ttl_ms.max(300)),
             ..NodeSettings::default()
         },
         faults: Faults {
             panic_on_sku: opts.fault_panic_sku.clone(),
         },
+        guard: Default::default(),
     };
     let streams = StreamSettings {
         replicas: opts.replicas,
@@ -91,15 +117,6 @@ async fn start_node(bus: BusClient, opts: &NodeOpts) -> anyhow::Result<Node> {
     Node::start(ctx, &streams)
         .await
         .context("starting the node")
-}
-
-fn edge_config(opts: &EdgeOpts) -> EdgeConfig {
-    EdgeConfig {
-        http_addr: opts.http_addr,
-        checkout_wait: Duration::from_millis(opts.checkout_wait_ms),
-        max_body_bytes: opts.max_body_bytes,
-        ..EdgeConfig::default()
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -133,6 +150,25 @@ async fn close_nats(nats: &async_nats::Client) {
     .await;
 }
 
+/// The node id of `up`: configured, or kept in the data dir so a restart after a crash
+/// takes its own partitions back at once instead of waiting for the leases to lapse.
+fn up_node_id(args: &UpArgs) -> anyhow::Result<String> {
+    if let Some(id) = &args.node.node_id {
+        return Ok(id.clone());
+    }
+    let path = args.data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_owned();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(&args.data_dir)?;
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
 /// `cartwheel up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let child = match &args.nats_url {
@@ -147,9 +183,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(nats = %url, data_dir = %args.data_dir.display(), "NATS ready");
     let nats = connect(&url, "cartwheel-up").await?;
     let bus = bus(nats.clone(), &args.prefix, args.partitions)?;
-    let node = start_node(bus.clone(), &args.node).await?;
+    let node_id = up_node_id(&args)?;
+    let node = start_node(bus.clone(), &args.node, &node_id).await?;
+    let extras = NodeExtras::start(&node, &bus, &node_id, args.node.metrics_addr).await?;
     let shutdown = CancellationToken::new();
-    let (addr, serving) = Edge::new(bus, edge_config(&args.edge))
+    let config = edge_config(
+        &args.edge,
+        Process::Up,
+        &args.prefix,
+        Some(&args.node.cart_store),
+    )
+    .await?;
+    let (addr, serving) = Edge::new(bus, config)
         .bind(shutdown.clone())
         .await
         .context("starting the edge")?;
@@ -165,6 +210,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("edge did not stop in time"),
         _ => {}
     }
+    extras.stop().await;
     node.shutdown(SHUTDOWN_TIMEOUT).await;
     close_nats(&nats).await;
     if let Some(child) = child {
@@ -182,10 +228,17 @@ fn common_bus(common: &CommonArgs, nats: async_nats::Client) -> anyhow::Result<B
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let nats = connect(&args.common.nats_url, "cartwheel-node").await?;
     let bus = common_bus(&args.common, nats.clone())?;
-    let node = start_node(bus, &args.node).await?;
+    let node_id = args
+        .node
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
+    let node = start_node(bus.clone(), &args.node, &node_id).await?;
+    let extras = NodeExtras::start(&node, &bus, &node_id, args.node.metrics_addr).await?;
     tracing::info!(nats = %args.common.nats_url, "node started");
     signal().await;
     tracing::info!("shutting down");
+    extras.stop().await;
     node.shutdown(SHUTDOWN_TIMEOUT).await;
     close_nats(&nats).await;
     tracing::info!("stopped");
@@ -194,10 +247,19 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
 
 /// `cartwheel edge`.
 pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    // Settings first: a missing CARTWHEEL_AUTH must fail before anything connects.
+    let cart_store = std::env::var("CARTWHEEL_CART_STORE").ok();
+    let config = edge_config(
+        &args.edge,
+        Process::Edge,
+        &args.common.prefix,
+        cart_store.as_deref(),
+    )
+    .await?;
     let nats = connect(&args.common.nats_url, "cartwheel-edge").await?;
     let bus = common_bus(&args.common, nats.clone())?;
     let shutdown = CancellationToken::new();
-    let (addr, serving) = Edge::new(bus, edge_config(&args.edge))
+    let (addr, serving) = Edge::new(bus, config)
         .bind(shutdown.clone())
         .await
         .context("starting the edge")?;
@@ -212,5 +274,47 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     }
     close_nats(&nats).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `cartwheel cluster status`.
+pub async fn cluster(args: crate::config::ClusterArgs) -> anyhow::Result<()> {
+    let nats = connect(&args.common.nats_url, "cartwheel-cli").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let names = Names::new(&args.common.prefix);
+    let crate::config::ClusterCommand::Status { json } = args.what;
+    let status = cartwheel_bus::cluster::status(&js, &names, args.common.partitions).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!(
+            "{} nodes, {} partitions, {} unowned",
+            status.nodes.len(),
+            status.partitions,
+            status.unowned.len()
+        );
+        println!(
+            "{:<40} {:>10} {:>12} {:>8} {:>10} {:>8}",
+            "NODE", "PARTITIONS", "HEARTBEAT_MS", "CARTS", "INVENTORY", "ORDERS"
+        );
+        for n in &status.nodes {
+            let a = |k: &str| n.live_actors.get(k).copied().unwrap_or(0);
+            println!(
+                "{:<40} {:>10} {:>12} {:>8} {:>10} {:>8}",
+                n.node_id,
+                n.partition_count,
+                n.heartbeat_age_ms,
+                a("cart"),
+                a("inventory"),
+                a("order")
+            );
+        }
+        let oldest = status.leases.iter().map(|l| l.age_ms).max().unwrap_or(0);
+        println!("oldest lease renewal: {oldest} ms ago");
+        if !status.unowned.is_empty() {
+            println!("unowned partitions: {:?}", status.unowned);
+        }
+    }
+    nats.drain().await.ok();
     Ok(())
 }

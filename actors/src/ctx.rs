@@ -1,6 +1,7 @@
 //! What every actor of a node shares: stores, the bus, JetStream, settings, the clock.
 
 use crate::payment::PaymentPort;
+use crate::placement::LeaseGuard;
 use async_nats::jetstream;
 use cartwheel_bus::{BusClient, Names};
 use cartwheel_domain::Timestamp;
@@ -19,6 +20,10 @@ pub struct NodeSettings {
     pub reservation_ttl: Duration,
     /// Most commands a node handles at once (back-pressure on the subscriptions).
     pub max_in_flight: usize,
+    /// This node's id in the cluster.
+    pub node_id: String,
+    /// How long a partition lease lives without renewal (failover time after a crash).
+    pub lease_ttl: Duration,
 }
 
 impl Default for NodeSettings {
@@ -28,6 +33,8 @@ impl Default for NodeSettings {
             passivation_tick: Duration::from_secs(10),
             reservation_ttl: Duration::from_secs(15 * 60),
             max_in_flight: 4096,
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            lease_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -54,6 +61,8 @@ pub struct Ctx {
     pub settings: NodeSettings,
     /// Deliberate faults (tests only).
     pub faults: Faults,
+    /// Which partitions this node holds leases for right now.
+    pub guard: Arc<LeaseGuard>,
 }
 
 impl Ctx {

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument;
 
 /// The rules of one kind of entity, plugged into [`EntityActor`].
 pub trait Behavior: Send + Sync + Sized + 'static {
@@ -60,6 +61,10 @@ pub trait Behavior: Send + Sync + Sized + 'static {
         msg: Self::Internal,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
 
+    /// Runs when the actor stops (passivation, hand-over, node stop): answer anything
+    /// still parked.
+    fn stopped(_state: &mut Self::State) {}
+
     /// Whether the actor has work of its own in progress (it must not be passivated).
     fn busy(_state: &Self::State) -> bool {
         false
@@ -76,6 +81,9 @@ pub enum EntityMsg<B: Behavior> {
         request_id: String,
         /// Where the encoded `Reply<T>` goes.
         reply: RpcReplyPort<Bytes>,
+        /// The command's span: loading, handling and every request the behaviour makes
+        /// run inside it, so they join the caller's trace.
+        span: tracing::Span,
     },
     /// A message from the actor to itself.
     Internal(B::Internal),
@@ -129,16 +137,36 @@ impl<B: Behavior> Actor for EntityActor<B> {
         })
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(loaded) = state.loaded.as_mut() {
+            B::stopped(loaded);
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let span = match &msg {
+            EntityMsg::Command { span, .. } => span.clone(),
+            EntityMsg::Internal(_) => tracing::Span::none(),
+        };
         if state.loaded.is_none() {
             // A load failure fails the actor; the reply port of `msg` is dropped with it
             // and the host answers `unavailable`.
-            let mut loaded = B::load(&self.ctx, &state.id).await?;
+            let started = std::time::Instant::now();
+            let loaded = B::load(&self.ctx, &state.id)
+                .instrument(tracing::info_span!(parent: &span, "storage", op = "load"))
+                .await;
+            crate::persist::record_storage(B::KIND.as_str(), "load", started, loaded.is_ok());
+            let mut loaded = loaded?;
             B::activated(&self.ctx, &myself, &mut loaded).await;
             state.loaded = Some(loaded);
         }
@@ -150,8 +178,10 @@ impl<B: Behavior> Actor for EntityActor<B> {
                 cmd,
                 request_id,
                 reply,
+                span,
             } => {
-                B::handle(
+                let started = std::time::Instant::now();
+                let handled = B::handle(
                     &self.ctx,
                     &myself,
                     &state.id,
@@ -160,7 +190,16 @@ impl<B: Behavior> Actor for EntityActor<B> {
                     &request_id,
                     reply,
                 )
-                .await
+                .instrument(span.clone())
+                .await;
+                span.in_scope(|| {
+                    tracing::debug!(
+                        elapsed_us =
+                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "command handled"
+                    );
+                });
+                handled
             }
             EntityMsg::Internal(m) => B::internal(&self.ctx, &myself, &state.id, loaded, m).await,
         };

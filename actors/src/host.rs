@@ -1,37 +1,52 @@
-//! The bus side of a kind: subscribe to its command subjects, decode, route to the
-//! partition's supervisor, and always answer — with the actor's reply, or with a typed
-//! error when the command is malformed or the actor failed while handling it.
+//! The bus side of a kind in one partition: subscribe to its command subjects, decode,
+//! route to the partition's supervisor, and always answer — with the actor's reply, or
+//! with a typed error when the command is malformed, the lease is gone, or the actor
+//! failed while handling it.
+//!
+//! Routing happens in the subscription loop itself (decoding is cheap and sending to the
+//! supervisor never blocks), so when the loop ends every taken command is already in the
+//! supervisor's mailbox: draining the supervisor then hands each one to its actor.
 
 use crate::entity::Behavior;
 use crate::persist::encode_error;
+use crate::placement::LeaseGuard;
 use crate::supervisor::SupervisorMsg;
-use async_nats::{Client, Message};
+use async_nats::{Client, Message, Subject};
 use bytes::Bytes;
-use cartwheel_bus::names::{EntityKind, Names};
+use cartwheel_bus::names::Names;
 use cartwheel_bus::{ApiError, codec, headers};
 use cartwheel_domain::validate;
 use futures::StreamExt;
+use ractor::concurrency::OneshotReceiver;
 use ractor::{ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The longest a node waits for one of its own actors before answering `internal`.
 const ACTOR_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Routing table of one kind: the supervisor of every partition.
+/// Routing of one kind in one partition.
 pub struct Routes<B: Behavior> {
     /// Names (to parse subjects).
     pub names: Names,
-    /// Supervisors indexed by partition.
-    pub supervisors: Vec<ActorRef<SupervisorMsg<B>>>,
+    /// The partition served.
+    pub partition: u32,
+    /// Its supervisor.
+    pub supervisor: ActorRef<SupervisorMsg<B>>,
+    /// Whether this node still holds the partition's lease.
+    pub guard: Arc<LeaseGuard>,
 }
 
-/// Subscribes to every command subject of `B::KIND` (queue group per kind) and serves it
-/// until `shutdown`; then drains the subscription so buffered commands are still handled.
+/// Subscribes to the command subjects of `B::KIND` in one partition and serves them until
+/// `shutdown`; then drains the subscription so buffered commands are still routed.
+///
+/// No queue group: only the holder of the partition's lease subscribes. A node that lost
+/// its lease without noticing (paused past it) may still be subscribed; the lease guard
+/// makes it answer `unavailable` instead of handling the command.
 pub async fn serve<B: Behavior>(
     nats: Client,
     routes: Arc<Routes<B>>,
@@ -39,13 +54,10 @@ pub async fn serve<B: Behavior>(
     tracker: TaskTracker,
     shutdown: CancellationToken,
     ready: tokio::sync::oneshot::Sender<Result<(), async_nats::SubscribeError>>,
-) -> Result<(), async_nats::SubscribeError> {
+) {
     let kind = B::KIND;
     let sub = nats
-        .queue_subscribe(
-            routes.names.entity_all(kind),
-            routes.names.entity_queue_group(kind),
-        )
+        .subscribe(routes.names.entity_partition(kind, routes.partition))
         .await;
     let mut sub = match sub {
         Ok(s) => {
@@ -54,7 +66,7 @@ pub async fn serve<B: Behavior>(
         }
         Err(e) => {
             let _ = ready.send(Err(e));
-            return Ok(());
+            return;
         }
     };
     let mut draining = false;
@@ -71,71 +83,115 @@ pub async fn serve<B: Behavior>(
             }
         };
         let Some(msg) = msg else { break };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
         let Ok(permit) = limiter.clone().acquire_owned().await else {
             break;
         };
+        let request_id =
+            headers::request_id(msg.headers.as_ref()).unwrap_or_else(headers::new_request_id);
+        let routed = route::<B>(&routes, &msg, request_id.clone());
         let nats = nats.clone();
-        let routes = routes.clone();
+        let subject = msg.subject.clone();
         tracker.spawn(async move {
-            handle_one::<B>(&nats, &routes, msg).await;
+            let sent = match routed {
+                Ok(rx) => {
+                    let body = await_reply(rx, &subject).await;
+                    nats.publish(reply_to, body).await
+                }
+                Err(Refusal::Moving(body)) => {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert(headers::RETRY, "moving");
+                    nats.publish_with_headers(reply_to, h, body).await
+                }
+                Err(Refusal::Error(body)) => nats.publish(reply_to, body).await,
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, %request_id, "reply not sent");
+            }
             drop(permit);
         });
     }
-    Ok(())
 }
 
-async fn handle_one<B: Behavior>(nats: &Client, routes: &Routes<B>, msg: Message) {
-    let Some(reply_to) = msg.reply.clone() else {
-        return;
-    };
-    let request_id =
-        headers::request_id(msg.headers.as_ref()).unwrap_or_else(headers::new_request_id);
-    let span = tracing::info_span!("command", kind = B::KIND.as_str(), subject = %msg.subject, request_id = %request_id);
-    let body = route::<B>(routes, &msg, request_id).instrument(span).await;
-    if let Err(e) = nats.publish(reply_to, body).await {
-        tracing::warn!(error = %e, "reply not sent");
+async fn await_reply(rx: OneshotReceiver<Bytes>, subject: &Subject) -> Bytes {
+    match tokio::time::timeout(ACTOR_DEADLINE, rx).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => encode_error(&ApiError::internal(format!(
+            "the actor for {subject} failed while handling this request; it restarts from stored state"
+        ))),
+        Err(_) => encode_error(&ApiError::internal(format!(
+            "the actor for {subject} did not answer in time"
+        ))),
     }
 }
 
-async fn route<B: Behavior>(routes: &Routes<B>, msg: &Message, request_id: String) -> Bytes {
-    let kind: EntityKind = B::KIND;
-    let Some((partition, id)) = routes.names.parse_entity(kind, msg.subject.as_str()) else {
-        return encode_error(&ApiError::invalid("malformed subject"));
+/// Why a command was not routed; each carries the encoded error reply.
+enum Refusal {
+    /// The partition is not held here (any more): nothing applied, the requester retries.
+    Moving(Bytes),
+    /// A malformed command or a stopping node.
+    Error(Bytes),
+}
+
+/// Decodes and hands the command to the supervisor.
+fn route<B: Behavior>(
+    routes: &Routes<B>,
+    msg: &Message,
+    request_id: String,
+) -> Result<OneshotReceiver<Bytes>, Refusal> {
+    use Refusal::Error as E;
+    let Some((partition, id)) = routes.names.parse_entity(B::KIND, msg.subject.as_str()) else {
+        return Err(E(encode_error(&ApiError::invalid("malformed subject"))));
     };
     if let Err(e) = validate::id("id", id) {
-        return encode_error(&e.into());
+        return Err(E(encode_error(&e.into())));
     }
-    let Some(supervisor) = routes.supervisors.get(partition as usize) else {
-        return encode_error(&ApiError::invalid(format!(
-            "partition {partition} does not exist"
-        )));
-    };
-    let cmd: B::Command = match codec::decode(&msg.payload) {
-        Ok(c) => c,
-        Err(e) => return encode_error(&ApiError::invalid(format!("malformed command: {e}"))),
-    };
+    if partition != routes.partition {
+        return Err(E(encode_error(&ApiError::invalid(format!(
+            "partition {partition} is not served here"
+        )))));
+    }
+    if !routes.guard.holds(partition) {
+        return Err(Refusal::Moving(encode_error(&ApiError::unavailable(
+            format!("partition {partition} is moving; retry"),
+        ))));
+    }
+    let cmd: B::Command = codec::decode(&msg.payload).map_err(|e| {
+        E(encode_error(&ApiError::invalid(format!(
+            "malformed command: {e}"
+        ))))
+    })?;
+    // The command's span continues the caller's trace (`traceparent`); the actor enters
+    // it, so its storage calls and its own requests join the same trace.
+    let span = tracing::info_span!(
+        "command",
+        kind = B::KIND.as_str(),
+        %id,
+        %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    let _ = span.set_parent(headers::extract_trace_context(msg.headers.as_ref()));
+    if let Some(trace_id) = span.in_scope(headers::current_trace_id) {
+        span.record("trace_id", trace_id.as_str());
+    }
+    span.in_scope(|| tracing::debug!("command"));
     let (tx, rx) = ractor::concurrency::oneshot();
     let reply: RpcReplyPort<Bytes> = tx.into();
-    if supervisor
+    routes
+        .supervisor
         .send_message(SupervisorMsg::Route {
             id: id.to_owned(),
             cmd,
             request_id,
             reply,
+            span,
         })
-        .is_err()
-    {
-        return encode_error(&ApiError::unavailable("node is shutting down"));
-    }
-    match tokio::time::timeout(ACTOR_DEADLINE, rx).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => encode_error(&ApiError::internal(format!(
-            "the {} actor for {id} failed while handling this request; it restarts from stored state",
-            kind.as_str()
-        ))),
-        Err(_) => encode_error(&ApiError::internal(format!(
-            "the {} actor for {id} did not answer in time",
-            kind.as_str()
-        ))),
-    }
+        .map_err(|_| {
+            Refusal::Moving(encode_error(&ApiError::unavailable(
+                "partition is stopping; retry",
+            )))
+        })?;
+    Ok(rx)
 }

@@ -1,7 +1,8 @@
 //! The node runtime: entity actors on NATS.
 //!
-//! * [`node`]: starts a node — subscriptions per entity kind, one supervisor per
-//!   partition, read-side query responders, the recovery sweep — and shuts it down.
+//! * [`node`]: starts a node — placement, read-side query responders — and shuts it down.
+//! * [`placement`]: membership heartbeats, rendezvous hashing and partition leases in
+//!   NATS KV; [`partition`]: what a node runs for one partition it holds.
 //! * [`entity`] / [`supervisor`] / [`host`]: the generic machinery. A [`host`] task reads a
 //!   kind's subject, decodes commands and routes them to the partition's [`supervisor`],
 //!   which activates one [`entity`] actor per id (loading stored state), passivates idle
@@ -15,16 +16,20 @@
 
 pub mod cart;
 pub mod ctx;
+pub mod discovery;
 pub mod entity;
 pub mod host;
 pub mod inventory;
 pub mod node;
 pub mod order;
+pub mod partition;
 pub mod payment;
 pub mod persist;
+pub mod placement;
 pub mod query;
 pub mod supervisor;
 
 pub use ctx::{Ctx, Faults, NodeSettings};
 pub use node::{Node, NodeError};
 pub use payment::{PaymentPort, RulesPayment};
+pub use placement::LeaseGuard;

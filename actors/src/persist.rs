@@ -12,6 +12,7 @@ use cartwheel_bus::{ApiError, codec};
 use cartwheel_domain::{ErrorCode, Event};
 use cartwheel_storage::{EntityStore, Record, StoreError, Versioned};
 use serde::Serialize;
+use tracing::Instrument;
 
 /// Why a write did not happen.
 #[derive(Debug)]
@@ -55,17 +56,58 @@ pub async fn save<T: Clone + Send + Sync + 'static>(
     events: Vec<Event>,
     request_id: &str,
 ) -> Result<(), WriteError> {
+    // The lease fence: a node that lost the partition (paused past its lease, or handing
+    // it over) must not write. Compare-and-set below fences whatever slips past this.
+    let p = cartwheel_bus::names::partition(id, ctx.bus.config().partitions);
+    if !ctx.guard.holds(p) {
+        return Err(WriteError::Failed(ApiError::unavailable(format!(
+            "partition {p} is no longer held by this node; retry"
+        ))));
+    }
     let record = Record {
         state,
         outbox: events,
     };
-    let revision = match current {
-        None => store.create(id, &record).await?,
-        Some(v) => store.update(id, &record, v.revision).await?,
+    let started = std::time::Instant::now();
+    let (op, written) = match current {
+        None => (
+            "create",
+            store
+                .create(id, &record)
+                .instrument(tracing::info_span!("storage", op = "create"))
+                .await,
+        ),
+        Some(v) => (
+            "update",
+            store
+                .update(id, &record, v.revision)
+                .instrument(tracing::info_span!("storage", op = "update"))
+                .await,
+        ),
     };
+    // The stored type names the kind: `Cart` → `cart`, `Order` → `order`, …
+    let kind = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("entity")
+        .to_ascii_lowercase();
+    record_storage(&kind, op, started, written.is_ok());
+    let revision = written?;
     publish_outbox(ctx, &record.outbox, Some(request_id)).await;
     *current = Some(Versioned { record, revision });
     Ok(())
+}
+
+/// Records one storage call in `cartwheel_storage_duration_seconds` (by entity kind,
+/// operation and outcome).
+pub fn record_storage(kind: &str, op: &'static str, started: std::time::Instant, ok: bool) {
+    metrics::histogram!(
+        "cartwheel_storage_duration_seconds",
+        "kind" => kind.to_owned(),
+        "op" => op,
+        "outcome" => if ok { "ok" } else { "error" },
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// Publishes events; failures are logged (the events stay in the stored outbox and are

@@ -42,6 +42,8 @@ pub enum SupervisorMsg<B: Behavior> {
         request_id: String,
         /// Reply port.
         reply: RpcReplyPort<Bytes>,
+        /// The command's span (carrying the caller's trace), entered by the actor.
+        span: tracing::Span,
     },
     /// Passivate actors idle for longer than the configured time.
     Tick,
@@ -120,6 +122,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
                 cmd,
                 request_id,
                 reply,
+                span,
             } => {
                 if !state.children.contains_key(&id) {
                     let busy = Arc::new(AtomicBool::new(false));
@@ -163,6 +166,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
                         cmd,
                         request_id,
                         reply,
+                        span,
                     });
                 }
             }
@@ -185,6 +189,24 @@ impl<B: Behavior> Actor for Supervisor<B> {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The partition is being handed over (or the node stops): every actor handles what
+        // is already in its mailbox, then stops. State is stored already; this only makes
+        // sure no accepted command is dropped.
+        let drains = state.children.drain().map(|(_, child)| async move {
+            let _ = child
+                .actor
+                .drain_and_wait(Some(std::time::Duration::from_secs(10)))
+                .await;
+        });
+        futures::future::join_all(drains).await;
         Ok(())
     }
 

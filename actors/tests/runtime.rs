@@ -30,6 +30,7 @@ async fn start(nats: &NatsServer, settings: NodeSettings) -> anyhow::Result<(Nod
         payment: Arc::new(RulesPayment::default()),
         settings,
         faults: Faults::default(),
+        guard: Default::default(),
     };
     let node = Node::start(ctx, &StreamSettings::default()).await?;
     Ok((node, bus))
@@ -79,7 +80,7 @@ async fn idle_actors_are_passivated_and_reactivate_from_storage() -> anyhow::Res
         "t",
     )
     .await?;
-    let carts = node.stats()["cart"].clone();
+    let carts = node.stats().cart.clone();
     assert_eq!(carts.live.load(Ordering::Relaxed), 1);
     wait_for("cart passivated", Duration::from_secs(10), || {
         let carts = carts.clone();

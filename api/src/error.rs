@@ -42,6 +42,22 @@ impl AppError {
         }
     }
 
+    /// An error with a code of the edge's own (`unauthorized`, `forbidden`) that no node
+    /// ever produces.
+    pub fn custom(status: StatusCode, code: &'static str, message: impl Into<String>) -> AppError {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// `429 rate_limited`.
+    pub fn rate_limited(message: impl Into<String>) -> AppError {
+        AppError::new(ErrorCode::RateLimited, message)
+    }
+
     /// `400 invalid_input`.
     pub fn invalid(message: impl Into<String>) -> AppError {
         AppError::new(ErrorCode::InvalidInput, message)

@@ -8,16 +8,28 @@
 //! state beyond what a socket is watching.
 //!
 //! * `error` turns every failure into `{"error":{"code","message","request_id"}}`, in one
-//!   place; `middleware` assigns request ids and enforces the body limit and deadline.
+//!   place; `middleware` assigns request ids, continues the caller's trace and enforces
+//!   the body limit and deadline.
+//! * `auth` verifies JWT bearer tokens and says what a caller may do; `access` keeps
+//!   each user to their own carts and orders; `limits` rate-limits callers (in memory or
+//!   through Redis) and caps sockets per user.
+//! * `openapi` serves the OpenAPI and AsyncAPI documents and the `/docs` page; `metrics`
+//!   the Prometheus text at `/metrics`.
 //! * `extract` wraps axum's extractors so malformed input answers that shape.
 //! * `routes` holds one file per resource; `ws` the WebSocket, its protocol, its writer
 //!   and the per-edge cart hub.
 
+mod access;
+pub mod auth;
 mod error;
 mod extract;
+pub mod limits;
+pub mod metrics;
 mod middleware;
+mod openapi;
 mod routes;
 mod state;
+mod web;
 mod ws;
 
 use axum::Router;
@@ -28,7 +40,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{Auth, JwtSettings, JwtVerifier};
+pub use limits::{Rate, RateLimiter};
+pub use metrics::Metrics;
 pub use middleware::X_REQUEST_ID;
+
+/// The OpenAPI 3.1 document of the edge, as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    routes::openapi_document()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+}
 
 /// How long shutdown waits for WebSockets to close after sending them 1001.
 const SOCKET_DRAIN: Duration = Duration::from_secs(5);
@@ -47,6 +69,16 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     /// Largest WebSocket message (the socket is closed with 1009 above it).
     pub max_ws_frame_bytes: usize,
+    /// Who may do what: off (development) or JWT bearer tokens.
+    pub auth: Auth,
+    /// Requests per caller (user, or IP when anonymous).
+    pub rate_limit: RateLimiter,
+    /// Take the client IP from the last `X-Forwarded-For` entry (behind a load balancer).
+    pub trust_forwarded_for: bool,
+    /// Browser origins that may open `/ws` besides the edge's own (`*`: any).
+    pub allowed_origins: Vec<String>,
+    /// Most live WebSockets per authenticated user.
+    pub ws_max_per_user: usize,
 }
 
 impl Default for EdgeConfig {
@@ -57,6 +89,11 @@ impl Default for EdgeConfig {
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             max_ws_frame_bytes: 64 * 1024,
+            auth: Auth::Off,
+            rate_limit: RateLimiter::off(),
+            trust_forwarded_for: false,
+            allowed_origins: Vec::new(),
+            ws_max_per_user: 16,
         }
     }
 }
@@ -140,7 +177,9 @@ impl Edge {
                 // Sockets are not HTTP requests: tell them to close now.
                 closing.cancel();
             };
-            let served = axum::serve(listener, router)
+            // The peer address feeds the per-IP rate limit.
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await;
             // Also on a server error: close the sockets rather than leave them running.

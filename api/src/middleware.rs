@@ -1,4 +1,5 @@
-//! Cross-cutting request handling: request ids, body size and the request deadline.
+//! Cross-cutting request handling: request ids and trace context, body size and the
+//! request deadline.
 //!
 //! The request-id middleware is the outermost layer: it also renders every error body
 //! (through [`crate::error::finish`]), because only it knows the request id.
@@ -10,9 +11,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use cartwheel_bus::headers::new_request_id;
+use cartwheel_bus::headers::{self, new_request_id};
 use cartwheel_domain::ErrorCode;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The request id header, read from requests and set on every response.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,6 +28,19 @@ pub(crate) fn sane_request_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_REQUEST_ID_LEN
         && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Reads W3C trace context from HTTP headers.
+struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// Takes or makes the request id, runs the request in a span carrying it, renders error
@@ -43,7 +58,17 @@ pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
         request_id = %rid,
         method = %req.method(),
         path = %req.uri().path(),
+        trace_id = tracing::field::Empty,
     );
+    // Continue the caller's W3C trace (`traceparent`), or start one; the bus client
+    // carries it on into every node this request reaches.
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    if let Some(trace_id) = span.in_scope(headers::current_trace_id) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let res = next.run(req).instrument(span).await;
     let mut res = error::finish(res, &rid);
     if let Ok(v) = HeaderValue::from_str(&rid) {

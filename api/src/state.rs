@@ -1,7 +1,9 @@
-//! What every handler and socket shares: the bus client, the settings, the cart hub and
-//! the shutdown machinery. Cheap to clone (one `Arc`).
+//! What every handler and socket shares: the bus client, the settings, the cart hub, the
+//! remembered owners, the socket counts and the shutdown machinery. Cheap to clone (one `Arc`).
 
 use crate::EdgeConfig;
+use crate::access::Owners;
+use crate::limits::SocketCounts;
 use crate::ws::hub::Hub;
 use cartwheel_bus::BusClient;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ struct Inner {
     closing: CancellationToken,
     /// Every live WebSocket connection, so shutdown can wait for them to close.
     sockets: TaskTracker,
+    /// Remembered owners of carts and orders (they never change).
+    owners: Owners,
+    /// Live WebSocket connections per user.
+    socket_counts: Arc<SocketCounts>,
 }
 
 impl AppState {
@@ -35,6 +41,8 @@ impl AppState {
                 hub,
                 closing: CancellationToken::new(),
                 sockets: TaskTracker::new(),
+                owners: Owners::default(),
+                socket_counts: Arc::new(SocketCounts::default()),
             }),
         }
     }
@@ -62,5 +70,15 @@ impl AppState {
     /// Tracks WebSocket connection tasks.
     pub(crate) fn sockets(&self) -> &TaskTracker {
         &self.inner.sockets
+    }
+
+    /// Remembered owners of carts and orders.
+    pub(crate) fn owners(&self) -> &Owners {
+        &self.inner.owners
+    }
+
+    /// Live WebSocket connections per user.
+    pub(crate) fn socket_counts(&self) -> &Arc<SocketCounts> {
+        &self.inner.socket_counts
     }
 }

@@ -1,5 +1,7 @@
 //! The request client: typed requests with a deadline and a bounded retry when nothing
-//! is subscribed (a node restarting or a partition moving).
+//! is subscribed (a node restarting or a partition moving). Every request carries the
+//! request id and the caller's trace context, and its latency is recorded in the
+//! `cartwheel_nats_request_duration_seconds` histogram (by target kind and outcome).
 
 use crate::codec;
 use crate::error::BusError;
@@ -35,6 +37,18 @@ impl Default for BusConfig {
             request_timeout: Duration::from_secs(5),
             retry_window: Duration::from_secs(3),
         }
+    }
+}
+
+/// The `target` label of the request metric: the entity kind or query a subject
+/// addresses (`cart`, `inventory`, `order`, `query.catalog`, …). Never an id, so the
+/// label's values stay few.
+fn target_label(subject: &str) -> String {
+    let mut tokens = subject.split('.').skip(1);
+    match (tokens.next(), tokens.next()) {
+        (Some("query"), Some(q)) => format!("query.{q}"),
+        (Some(kind), _) => kind.to_owned(),
+        (None, _) => "other".to_owned(),
     }
 }
 
@@ -89,16 +103,57 @@ impl BusClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        let started = Instant::now();
+        let result = self.request_once(subject, req, request_id, timeout).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(BusError::Remote(_)) => "refused",
+            Err(BusError::Unavailable { .. }) => "unavailable",
+            Err(BusError::Timeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::histogram!(
+            "cartwheel_nats_request_duration_seconds",
+            "target" => target_label(subject),
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn request_once<Req, Resp>(
+        &self,
+        subject: &str,
+        req: &Req,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<Resp, BusError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
         let payload = codec::encode(req)?;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(5);
+        // The request id and the caller's trace context travel with every attempt.
+        let mut message_headers = headers::with_request_id(request_id);
+        headers::inject_trace_context(&mut message_headers);
         loop {
             let request = Request::new()
                 .payload(payload.clone())
-                .headers(headers::with_request_id(request_id))
+                .headers(message_headers.clone())
                 .timeout(Some(timeout));
             match self.nats.send_request(subject.to_owned(), request).await {
                 Ok(msg) => {
+                    let moving = msg
+                        .headers
+                        .as_ref()
+                        .is_some_and(|h| h.get(headers::RETRY).is_some());
+                    if moving && started.elapsed() < self.config.retry_window {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        continue;
+                    }
                     let reply: Reply<Resp> = codec::decode(&msg.payload)?;
                     return reply.map_err(BusError::Remote);
                 }

@@ -4,6 +4,7 @@ use cartwheel_domain::{DomainError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// An error that travels in a reply: a stable code and a message for people.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {

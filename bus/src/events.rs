@@ -68,6 +68,7 @@ pub async fn publish(
     if let Some(rid) = request_id {
         h.insert(headers::REQUEST_ID, rid);
     }
+    headers::inject_trace_context(&mut h);
     let payload = codec::encode(event)?;
     let ack = js
         .publish_with_headers(subject, h, payload)

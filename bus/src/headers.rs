@@ -1,9 +1,14 @@
-//! Header names every message carries.
+//! Header names every message carries, and the W3C trace context (`traceparent`) that
+//! travels in them from the edge into every node a request touches.
 
 use async_nats::HeaderMap;
 
 /// The request id, propagated from the edge (or generated there) into every hop and log span.
 pub const REQUEST_ID: &str = "Cw-Request-Id";
+/// Set on a reply that refused a command without applying it because the partition is
+/// moving (the node no longer holds its lease): the requester retries like "no responders".
+pub const RETRY: &str = "Cw-Retry";
+
 /// W3C trace context, propagated unchanged.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -24,4 +29,79 @@ pub fn request_id(headers: Option<&HeaderMap>) -> Option<String> {
     headers
         .and_then(|h| h.get(REQUEST_ID))
         .map(|v| v.as_str().to_owned())
+}
+
+/// Writes the W3C trace context of the current `tracing` span (`traceparent`, and
+/// `tracestate` when there is one) into `headers`, through the globally installed
+/// propagator. Writes nothing when no OpenTelemetry layer is installed (tests) or the
+/// span is not sampled into a trace.
+pub fn inject_trace_context(headers: &mut HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut NatsInjector(headers));
+    });
+}
+
+/// The trace context carried by a message's headers (an empty context when it has none),
+/// to be set as the parent of the span that handles the message.
+pub fn extract_trace_context(headers: Option<&HeaderMap>) -> opentelemetry::Context {
+    match headers {
+        Some(h) => opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsExtractor(h))),
+        None => opentelemetry::Context::new(),
+    }
+}
+
+/// The `traceparent` of a message, if it has one.
+pub fn traceparent(headers: Option<&HeaderMap>) -> Option<String> {
+    headers
+        .and_then(|h| h.get(TRACEPARENT))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// The trace id (32 hex digits) of the current span, when it belongs to a trace.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+struct NatsInjector<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for NatsInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct NatsExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for NatsExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .map(|(k, _)| <_ as AsRef<str>>::as_ref(k))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_round_trip_and_no_trace_without_a_layer() {
+        let mut h = with_request_id("r-1");
+        inject_trace_context(&mut h);
+        assert_eq!(request_id(Some(&h)).as_deref(), Some("r-1"));
+        // No OpenTelemetry layer is installed in unit tests: nothing is injected.
+        assert_eq!(traceparent(Some(&h)), None);
+        assert_eq!(current_trace_id(), None);
+    }
 }

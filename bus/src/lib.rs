@@ -8,10 +8,14 @@
 //! * [`headers`] names the headers every message carries (request id, trace context).
 //! * [`client`] is the request client: deadline, bounded retry on "no responders", typed
 //!   errors.
+//! * `asyncapi` (feature `openapi`) is the AsyncAPI document of all of the above.
 //! * [`events`] sets up the JetStream event streams and publishes events with
 //!   `Nats-Msg-Id` de-duplication.
 
+#[cfg(feature = "openapi")]
+pub mod asyncapi;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod events;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub type Reply<T> = Result<T, crate::ApiError>;
 
 /// Commands to one cart actor (`{prefix}.cart.{p}.{cart_id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CartCommand {
@@ -51,6 +52,7 @@ pub enum CartCommand {
 }
 
 /// The reply to [`CartCommand::Checkout`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutReply {
     /// The order, in its final saga state if it settled in time, else `PENDING` (or
@@ -61,6 +63,7 @@ pub struct CheckoutReply {
 }
 
 /// Commands to one sku actor (`{prefix}.inventory.{p}.{sku}`): its product and its stock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum InventoryCommand {
@@ -115,6 +118,7 @@ pub enum InventoryCommand {
 }
 
 /// Commands to one order actor (`{prefix}.order.{p}.{order_id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum OrderCommand {
@@ -138,6 +142,7 @@ pub enum OrderCommand {
 }
 
 /// A page of results: `{"items":[…],"next_cursor"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// This page.
@@ -152,6 +157,7 @@ pub const MAX_PAGE: u32 = 200;
 pub const DEFAULT_PAGE: u32 = 50;
 
 /// A product list (`{prefix}.query.catalog`) → `Page<Product>`, ordered by sku.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogQuery {
     /// Only this category.
@@ -168,6 +174,7 @@ pub struct CatalogQuery {
 }
 
 /// An order list (`{prefix}.query.orders`) → `Page<Order>`, newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrdersQuery {
     /// Only this user's orders.

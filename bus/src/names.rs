@@ -24,6 +24,11 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
+    /// Parses the subject token of a kind.
+    pub fn parse(s: &str) -> Option<EntityKind> {
+        EntityKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     /// Every kind.
     pub const ALL: [EntityKind; 3] = [EntityKind::Cart, EntityKind::Order, EntityKind::Inventory];
 
@@ -112,6 +117,11 @@ impl Names {
         Some((p.parse().ok()?, id))
     }
 
+    /// The services-API endpoint of one node (its actor counters): `{prefix}.node.{id}.stats`.
+    pub fn node_stats(&self, node_id: &str) -> String {
+        format!("{}.node.{}.stats", self.prefix, node_id)
+    }
+
     /// The catalog query subject.
     pub fn query_catalog(&self) -> String {
         format!("{}.query.catalog", self.prefix)
@@ -184,6 +194,17 @@ impl Names {
     pub fn leases_bucket(&self) -> String {
         self.bucket("leases")
     }
+
+    /// The lease key of a partition in the leases bucket: `partition.{p}`. One lease
+    /// covers every kind of entity in the partition.
+    pub fn lease_key(&self, partition: u32) -> String {
+        format!("partition.{partition}")
+    }
+
+    /// The partition of a lease key.
+    pub fn parse_lease_key(&self, key: &str) -> Option<u32> {
+        key.strip_prefix("partition.")?.parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +235,8 @@ mod tests {
         assert_eq!(n.inventory_bucket(), "cw_inventory");
         assert_eq!(n.nodes_bucket(), "cw_nodes");
         assert_eq!(n.leases_bucket(), "cw_leases");
+        assert_eq!(n.lease_key(7), "partition.7");
+        assert_eq!(n.parse_lease_key("partition.7"), Some(7));
         let t = Names::new("t-1");
         assert_eq!(t.carts_bucket(), "t_1_carts");
         assert_eq!(t.event_stream("cart"), "T_1_EVT_CART");

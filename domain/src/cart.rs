@@ -13,6 +13,7 @@ pub const MAX_QTY_PER_LINE: u32 = 999;
 pub const MAX_LINES: usize = 100;
 
 /// Whether the cart can still change.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CartStatus {
@@ -23,6 +24,7 @@ pub enum CartStatus {
 }
 
 /// One line: `{"sku","qty","unit_price","currency"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartLine {
     /// The product.
@@ -36,6 +38,7 @@ pub struct CartLine {
 }
 
 /// The checkout that froze the cart: which key and which order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRecord {
     /// The client's `Idempotency-Key`.
@@ -47,6 +50,7 @@ pub struct CheckoutRecord {
 }
 
 /// A cart. Its `version` grows on every change and never goes back.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cart {
     /// Cart id.

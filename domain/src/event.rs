@@ -10,6 +10,7 @@ use crate::product::Product;
 use serde::{Deserialize, Serialize};
 
 /// Something that happened to one entity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Event {

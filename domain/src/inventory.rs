@@ -50,6 +50,7 @@ pub struct Inventory {
 }
 
 /// The public view: `{"sku","on_hand","reserved","available"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryView {
     /// The sku.

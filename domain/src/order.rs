@@ -13,6 +13,7 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Where an order is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
@@ -80,6 +81,7 @@ impl OrderStatus {
 
 /// The next thing the saga must do for this order. Stored with the order so a new owner
 /// resumes exactly where the last one stopped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStep {
@@ -98,6 +100,7 @@ pub enum SagaStep {
 }
 
 /// One line of an order, priced when the order was placed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     /// The product.
@@ -111,6 +114,7 @@ pub struct OrderLine {
 }
 
 /// An order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// Order id (derived from the cart id and the idempotency key).

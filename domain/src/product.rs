@@ -7,6 +7,7 @@ use crate::validate;
 use serde::{Deserialize, Serialize};
 
 /// A product as clients send it (`POST /products`, `PUT /products/{sku}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductDraft {
@@ -55,6 +56,7 @@ impl ProductDraft {
 }
 
 /// A stored product.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     /// Stock keeping unit: the product's identity.

@@ -7,6 +7,8 @@ use std::fmt;
 ///
 /// Serialized as an RFC 3339 string (`"2026-11-22T10:00:00.123Z"`) in JSON and MessagePack
 /// alike, so stored documents and API replies are readable by people.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
 

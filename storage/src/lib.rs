@@ -4,8 +4,10 @@
 //!   The revision is the fence placement relies on: a node that lost ownership without
 //!   knowing cannot overwrite newer state.
 //! * [`CatalogIndex`] and [`OrderIndex`]: the read-side queries.
-//! * Backends: [`memory`] (unit tests of actor logic) and [`kv`] (NATS JetStream KV, the
-//!   embedded default, so NATS is the only dependency).
+//! * Backends: [`memory`] (unit tests of actor logic), [`kv`] (NATS JetStream KV, the
+//!   embedded default, so NATS is the only dependency), and for production [`mongo`]
+//!   (orders, products, inventory) and [`redis`] (carts). A [`Stores`] bundle may mix them.
+//!   Every backend passes the same conformance suite (`storage/tests/conformance`).
 //!
 //! A stored document is a [`Record`]: the entity's state plus its *outbox*, the events of
 //! the change that produced it. The events are stored with the state in one write, so an
@@ -18,7 +20,10 @@
 pub mod error;
 pub mod kv;
 pub mod memory;
+pub mod mongo;
 pub mod query;
+mod redact;
+pub mod redis;
 
 use async_trait::async_trait;
 use cartwheel_bus::messages::{CatalogQuery, OrdersQuery, Page};
@@ -27,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use redact::redact;
 
 /// A backend's opaque write token: NATS KV's revision, or the document version elsewhere.
 pub type Revision = u64;

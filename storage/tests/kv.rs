@@ -45,8 +45,19 @@ async fn open(server: &NatsServer, names: &Names) -> anyhow::Result<(jetstream::
 
 async fn backend() -> anyhow::Result<Backend> {
     let server = NatsServer::start().await?;
-    let (_, stores) = open(&server, &fresh_names()).await?;
-    Ok(Backend::new(stores, server))
+    let (js, stores) = open(&server, &fresh_names()).await?;
+    Ok(Backend::with_server(stores, server, js))
+}
+
+#[async_trait::async_trait]
+impl conformance::Server for NatsServer {
+    fn kill(&mut self) -> anyhow::Result<()> {
+        NatsServer::kill(self)
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        NatsServer::restart(self).await
+    }
 }
 
 conformance::suite!(backend());

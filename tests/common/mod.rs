@@ -37,7 +37,10 @@ impl Proc {
                 "CARTWHEEL_NATS_SERVER".to_string(),
                 nats_server_bin().display().to_string(),
             ),
-            ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+            (
+                "RUST_LOG".to_string(),
+                std::env::var("CW_TEST_LOG").unwrap_or_else(|_| "info,async_nats=warn".to_string()),
+            ),
         ];
         all_envs.extend(envs);
         ChildProcess::spawn(bin(), args, all_envs, log)
@@ -81,6 +84,15 @@ impl Proc {
 
     /// `cartwheel edge` against `nats_url`; waits until it answers `/healthz`.
     pub async fn edge(nats_url: &str, log: PathBuf) -> anyhow::Result<Proc> {
+        Self::edge_with(nats_url, log, &[]).await
+    }
+
+    /// `cartwheel edge` with extra environment (later entries win over the defaults).
+    pub async fn edge_with(
+        nats_url: &str,
+        log: PathBuf,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let port = free_port();
         let e = vec![
             ("CARTWHEEL_NATS_URL".to_string(), nats_url.to_string()),
@@ -88,7 +100,13 @@ impl Proc {
                 "CARTWHEEL_HTTP_ADDR".to_string(),
                 format!("127.0.0.1:{port}"),
             ),
+            // `edge` refuses to start without an explicit auth choice; these tests
+            // exercise the contract, not identity or limits (tests/edge_security.rs does).
+            ("CARTWHEEL_AUTH".to_string(), "off".to_string()),
+            ("CARTWHEEL_RATE_LIMIT_RPS".to_string(), "0".to_string()),
         ];
+        let mut e = e;
+        e.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let child = Self::spawn(vec!["edge".into()], e, log)?;
         let p = Proc {
             child,

@@ -20,6 +20,8 @@ use cartwheel_domain::{ErrorCode, Event, Order, OrderStatus, SagaStep};
 use cartwheel_storage::{StoreError, Versioned};
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// How long a cancel waits for the stock to be returned before answering.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
@@ -47,6 +49,9 @@ pub struct OrderState {
     next_waiter: u64,
     advance_queued: bool,
     retry_delay: Duration,
+    /// The trace of the command that started the running saga: its steps (and the
+    /// inventory requests they make) join that trace, so one checkout is one trace.
+    trace: Option<opentelemetry::Context>,
 }
 
 impl OrderState {
@@ -260,6 +265,7 @@ impl Behavior for OrderBehavior {
             next_waiter: 0,
             advance_queued: false,
             retry_delay: saga::MIN_RETRY,
+            trace: None,
         })
     }
 
@@ -282,6 +288,7 @@ impl Behavior for OrderBehavior {
     ) -> Result<(), ActorProcessingErr> {
         match cmd {
             OrderCommand::Place { order, wait_ms } => {
+                state.trace = Some(tracing::Span::current().context());
                 place(
                     ctx,
                     me,
@@ -302,6 +309,7 @@ impl Behavior for OrderBehavior {
                 reply_order(reply, r);
             }
             OrderCommand::Cancel => {
+                state.trace = Some(tracing::Span::current().context());
                 change_status(
                     ctx,
                     me,
@@ -330,7 +338,18 @@ impl Behavior for OrderBehavior {
         match msg {
             OrderInternal::Advance => {
                 state.advance_queued = false;
-                saga::step(ctx, me, id, state).await;
+                let span =
+                    tracing::info_span!("saga", order = %id, trace_id = tracing::field::Empty);
+                if let Some(cx) = state.trace.clone() {
+                    let _ = span.set_parent(cx);
+                    if let Some(t) = span.in_scope(cartwheel_bus::headers::current_trace_id) {
+                        span.record("trace_id", t.as_str());
+                    }
+                }
+                saga::step(ctx, me, id, state).instrument(span).await;
+                if state.settled() {
+                    state.trace = None;
+                }
                 if state.settled() {
                     answer_waiters(state);
                 } else {
@@ -349,6 +368,12 @@ impl Behavior for OrderBehavior {
             }
         }
         Ok(())
+    }
+
+    fn stopped(state: &mut OrderState) {
+        // Parked requests get the order as it is (the edge answers 202 PENDING); the saga
+        // resumes wherever the order is activated next.
+        answer_waiters(state);
     }
 
     fn busy(state: &OrderState) -> bool {

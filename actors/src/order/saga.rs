@@ -69,6 +69,11 @@ async fn transition(
 ) {
     let now = ctx.now();
     let from = order.status;
+    let outcome = match &next {
+        Next::Fail(_) => Some("failed"),
+        Next::Status(OrderStatus::Confirmed, _) => Some("confirmed"),
+        _ => None,
+    };
     let events = match next {
         Next::Fail(reason) => {
             if order.fail(reason, now).is_err() {
@@ -94,7 +99,12 @@ async fn transition(
         }
     };
     match super::save_order(ctx, id, state, order, events, request_id).await {
-        Ok(()) => {}
+        Ok(()) => {
+            if let Some(outcome) = outcome {
+                metrics::counter!("cartwheel_saga_outcomes_total", "outcome" => outcome)
+                    .increment(1);
+            }
+        }
         Err(WriteError::Conflict) => {
             if let Err(e) = reload(ctx, id, state).await {
                 tracing::warn!(order = id, error = %e, "reload after saga conflict failed");

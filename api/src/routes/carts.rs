@@ -2,30 +2,30 @@
 //! commands share the validation here ([`quantity`]).
 
 use super::valid_id;
+use crate::access;
+use crate::auth::{self, Caller};
 use crate::error::AppError;
 use crate::extract::{Json, Path, RequestId};
+use crate::openapi::Errors;
 use crate::state::AppState;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, patch, post};
 use cartwheel_bus::messages::CartCommand;
 use cartwheel_domain::{Cart, Order, validate};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The header carrying a checkout's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/carts", post(create))
-        .route("/carts/{id}", get(read))
-        .route("/carts/{id}/items", post(add_item))
-        .route(
-            "/carts/{id}/items/{sku}",
-            patch(set_qty).delete(remove_item),
-        )
-        .route("/carts/{id}/checkout", post(checkout))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read))
+        .routes(routes!(add_item))
+        .routes(routes!(set_qty, remove_item))
+        .routes(routes!(checkout))
 }
 
 /// Checks a line quantity: an integer from 1 (0 too when `allow_zero`, meaning "remove")
@@ -41,68 +41,106 @@ pub(crate) fn quantity(value: i64, allow_zero: bool) -> Result<u32, AppError> {
     }
 }
 
-/// `{"user_id"}`.
-#[derive(Debug, Deserialize)]
+/// `{"user_id"}`. With auth on, `user_id` may be left out: the cart belongs to the
+/// token's `sub`, and naming anyone else is `403` (admins may name anyone).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCart {
-    user_id: String,
+pub(crate) struct NewCart {
+    /// The owner; defaults to the token's `sub`. Required when auth is off.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    user_id: Option<String>,
 }
 
 /// `{"sku","qty"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddItem {
+pub(crate) struct AddItem {
+    /// The product.
     sku: String,
+    /// Units to add, at least 1.
     qty: i64,
 }
 
 /// `{"qty"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetQty {
+pub(crate) struct SetQty {
+    /// New quantity; 0 removes the line.
     qty: i64,
 }
 
-/// `POST /carts` → 201 cart with a fresh id.
+/// The owner of a new cart: the body's `user_id` in development mode; the token's `sub`
+/// otherwise (a different `user_id` is `403` unless the caller is an admin).
+fn owner(caller: &Caller, requested: Option<String>) -> Result<String, AppError> {
+    match (caller.user()?, requested) {
+        (None, Some(u)) => Ok(u),
+        (None, None) => Err(AppError::invalid("user_id is required")),
+        (Some(user), None) => Ok(user.id.clone()),
+        (Some(user), Some(u)) if u == user.id || user.admin => Ok(u),
+        (Some(_), Some(_)) => Err(auth::forbidden(
+            "user_id must be the token's subject (or left out)",
+        )),
+    }
+}
+
+/// Create a cart (201) with a fresh id.
+#[utoipa::path(post, path = "/carts", tag = "carts", request_body = NewCart,
+    responses((status = 201, description = "the new cart", body = Cart), Errors),
+    security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Json(body): Json<NewCart>,
 ) -> Result<(StatusCode, Json<Cart>), AppError> {
-    valid_id("user_id", &body.user_id)?;
+    let user_id = owner(&caller, body.user_id)?;
+    valid_id("user_id", &user_id)?;
     // A v4 UUID in simple form: 32 hex digits, always a valid id.
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let cmd = CartCommand::Create {
-        user_id: body.user_id,
-    };
+    let cmd = CartCommand::Create { user_id };
     let cart = state.bus().cart(&id, &cmd, rid.as_str()).await?;
+    state
+        .owners()
+        .remember(format!("cart:{}", cart.id), &cart.user_id);
     Ok((StatusCode::CREATED, Json(cart)))
 }
 
-/// `GET /carts/{id}` → cart.
+/// Read a cart.
+#[utoipa::path(get, path = "/carts/{id}", tag = "carts",
+    params(("id" = String, Path, description = "cart id")),
+    responses((status = 200, description = "the cart", body = Cart), Errors),
+    security(("bearer" = [])))]
 async fn read(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Cart>, AppError> {
+    caller.user()?;
     valid_id("cart_id", &id)?;
-    Ok(Json(
-        state
-            .bus()
-            .cart(&id, &CartCommand::Get, rid.as_str())
-            .await?,
-    ))
+    let cart = state
+        .bus()
+        .cart(&id, &CartCommand::Get, rid.as_str())
+        .await?;
+    access::check_cart(&state, &caller, &id, &cart.user_id)?;
+    Ok(Json(cart))
 }
 
-/// `POST /carts/{id}/items` → cart (adds to an existing line).
+/// Add units of a sku (adds to an existing line).
+#[utoipa::path(post, path = "/carts/{id}/items", tag = "carts", request_body = AddItem,
+    params(("id" = String, Path, description = "cart id")),
+    responses((status = 200, description = "the cart", body = Cart), Errors),
+    security(("bearer" = [])))]
 async fn add_item(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<AddItem>,
 ) -> Result<Json<Cart>, AppError> {
     valid_id("cart_id", &id)?;
     valid_id("sku", &body.sku)?;
+    access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let cmd = CartCommand::AddItem {
         sku: body.sku,
         qty: quantity(body.qty, false)?,
@@ -110,15 +148,21 @@ async fn add_item(
     Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
 }
 
-/// `PATCH /carts/{id}/items/{sku}` → cart (0 removes the line).
+/// Set a line's quantity (0 removes the line).
+#[utoipa::path(patch, path = "/carts/{id}/items/{sku}", tag = "carts", request_body = SetQty,
+    params(("id" = String, Path, description = "cart id"), ("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the cart", body = Cart), Errors),
+    security(("bearer" = [])))]
 async fn set_qty(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path((id, sku)): Path<(String, String)>,
     Json(body): Json<SetQty>,
 ) -> Result<Json<Cart>, AppError> {
     valid_id("cart_id", &id)?;
     valid_id("sku", &sku)?;
+    access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let cmd = CartCommand::SetQty {
         sku,
         qty: quantity(body.qty, true)?,
@@ -126,19 +170,25 @@ async fn set_qty(
     Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
 }
 
-/// `DELETE /carts/{id}/items/{sku}` → cart.
+/// Remove a line.
+#[utoipa::path(delete, path = "/carts/{id}/items/{sku}", tag = "carts",
+    params(("id" = String, Path, description = "cart id"), ("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the cart", body = Cart), Errors),
+    security(("bearer" = [])))]
 async fn remove_item(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path((id, sku)): Path<(String, String)>,
 ) -> Result<Json<Cart>, AppError> {
     valid_id("cart_id", &id)?;
     valid_id("sku", &sku)?;
+    access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let cmd = CartCommand::RemoveItem { sku };
     Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
 }
 
-/// `POST /carts/{id}/checkout` with `Idempotency-Key` → the order.
+/// Check the cart out under an `Idempotency-Key`.
 ///
 /// * `201 Created`: this request placed the order and its saga settled (`CONFIRMED`, or
 ///   `FAILED` with `failure_reason`) within `checkout_wait`;
@@ -146,13 +196,24 @@ async fn remove_item(
 ///   `GET /orders/{id}`;
 /// * `200 OK`: the key was used before on this cart; the answer is that same order, in
 ///   whatever state it is now.
+#[utoipa::path(post, path = "/carts/{id}/checkout", tag = "carts",
+    params(("id" = String, Path, description = "cart id"),
+        ("Idempotency-Key" = String, Header, description = "the same key again answers the same order")),
+    responses(
+        (status = 201, description = "placed; the saga settled", body = Order),
+        (status = 202, description = "placed; the saga is still running", body = Order),
+        (status = 200, description = "a replayed key: the same order", body = Order),
+        Errors),
+    security(("bearer" = [])))]
 async fn checkout(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Order>), AppError> {
     valid_id("cart_id", &id)?;
+    access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .ok_or_else(|| AppError::invalid("the Idempotency-Key header is required"))?
@@ -161,6 +222,9 @@ async fn checkout(
     validate::idempotency_key(key)?;
     let wait = state.config().checkout_wait;
     let reply = state.bus().checkout(&id, key, wait, rid.as_str()).await?;
+    state
+        .owners()
+        .remember(format!("order:{}", reply.order.id), &reply.order.user_id);
     let status = if !reply.created {
         StatusCode::OK
     } else if reply.order.status.saga_settled() {

@@ -1,43 +1,53 @@
 //! `/inventory/{sku}`: set, adjust and read stock on the sku's inventory actor.
 
 use super::valid_id;
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{Json, Path, RequestId};
+use crate::openapi::Errors;
 use crate::state::AppState;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{post, put};
 use cartwheel_bus::messages::InventoryCommand;
 use cartwheel_domain::InventoryView;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/inventory/{sku}", put(set).get(read))
-        .route("/inventory/{sku}/adjust", post(adjust))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(set, read))
+        .routes(routes!(adjust))
 }
 
 /// `{"on_hand": n}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetStock {
+pub(crate) struct SetStock {
+    /// Units on hand (never below what is reserved).
     on_hand: u64,
 }
 
 /// `{"delta": n}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Adjust {
+pub(crate) struct Adjust {
+    /// Change of stock on hand, not zero.
     delta: i64,
 }
 
-/// `PUT /inventory/{sku}` → inventory.
+/// Set stock on hand (admin).
+#[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory", request_body = SetStock,
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the stock", body = InventoryView), Errors),
+    security(("bearer" = [])))]
 async fn set(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(sku): Path<String>,
     Json(body): Json<SetStock>,
 ) -> Result<Json<InventoryView>, AppError> {
+    caller.admin()?;
     valid_id("sku", &sku)?;
     let cmd = InventoryCommand::SetStock {
         on_hand: body.on_hand,
@@ -45,13 +55,19 @@ async fn set(
     Ok(Json(state.bus().stock(&sku, &cmd, rid.as_str()).await?))
 }
 
-/// `POST /inventory/{sku}/adjust` → inventory (never below what is reserved).
+/// Add to or take from stock on hand (admin); never below what is reserved.
+#[utoipa::path(post, path = "/inventory/{sku}/adjust", tag = "inventory", request_body = Adjust,
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the stock", body = InventoryView), Errors),
+    security(("bearer" = [])))]
 async fn adjust(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(sku): Path<String>,
     Json(body): Json<Adjust>,
 ) -> Result<Json<InventoryView>, AppError> {
+    caller.admin()?;
     valid_id("sku", &sku)?;
     if body.delta == 0 {
         return Err(AppError::invalid("delta must not be zero"));
@@ -60,7 +76,11 @@ async fn adjust(
     Ok(Json(state.bus().stock(&sku, &cmd, rid.as_str()).await?))
 }
 
-/// `GET /inventory/{sku}` → inventory.
+/// Read stock (public).
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the stock", body = InventoryView), Errors),
+    security(()))]
 async fn read(
     State(state): State<AppState>,
     rid: RequestId,

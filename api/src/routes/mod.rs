@@ -5,42 +5,76 @@
 //! any bus request (ids become NATS subject tokens) and never touch storage.
 
 pub(crate) mod carts;
+mod cluster;
 mod health;
 mod inventory;
 mod orders;
 mod products;
 
 use crate::error::AppError;
-use crate::middleware;
+use crate::openapi::{ApiDoc, Documents};
 use crate::state::AppState;
-use crate::ws;
+use crate::{auth, limits, metrics, middleware, openapi, ws};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use cartwheel_bus::messages::{DEFAULT_PAGE, MAX_PAGE};
 use cartwheel_domain::validate;
+use std::sync::Arc;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest page cursor accepted (cursors are opaque strings made by the nodes).
 const MAX_CURSOR_LEN: usize = 512;
 
-/// The whole edge: routes, fallbacks and middleware.
-pub(crate) fn router(state: AppState) -> Router {
-    let max_body = state.config().max_body_bytes;
-    Router::new()
+/// The documented routes: every route here is in the OpenAPI document by construction
+/// (`routes!` registers the handler and its `#[utoipa::path]` together).
+pub(crate) fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(products::routes())
         .merge(inventory::routes())
         .merge(carts::routes())
         .merge(orders::routes())
         .merge(health::routes())
-        .route("/ws", get(ws::upgrade))
+        .merge(cluster::routes())
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(metrics::scrape))
+}
+
+/// The OpenAPI document of the edge.
+pub(crate) fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+/// The whole edge: routes, fallbacks and middleware.
+///
+/// Middleware, outermost first: request id and trace context → access log → metrics →
+/// body limit and deadline → authentication → rate limit → the handler.
+pub(crate) fn router(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    let (api, doc) = documented().split_for_parts();
+    let asyncapi =
+        cartwheel_bus::asyncapi::document(state.bus().names(), env!("CARGO_PKG_VERSION"));
+    let docs = Arc::new(Documents::new(&doc, &asyncapi));
+    let auth = state.config().auth.clone();
+    api.merge(crate::web::routes())
+        .merge(openapi::routes(docs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::authenticate(auth.clone(), req, next)
+        }))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::limits,
         ))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(middleware::request_id))
         .with_state(state)

@@ -2,29 +2,36 @@
 //! lists come from the catalog query.
 
 use super::{page_cursor, page_limit, present, valid_id};
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::extract::{Json, Path, Query, RequestId};
+use crate::openapi::Errors;
 use crate::state::AppState;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use cartwheel_bus::messages::{CatalogQuery, InventoryCommand, Page};
 use cartwheel_domain::{Product, ProductDraft};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/products", post(create).get(list))
-        .route("/products/{sku}", get(read).put(replace).delete(deactivate))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, replace, deactivate))
 }
 
-/// `POST /products` → 201 product.
+/// Add a product to the catalog (admin).
+#[utoipa::path(post, path = "/products", tag = "catalog", request_body = ProductDraft,
+    responses((status = 201, description = "the product", body = Product), Errors),
+    security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Json(draft): Json<ProductDraft>,
 ) -> Result<(StatusCode, Json<Product>), AppError> {
+    caller.admin()?;
     // The node validates too; checking here keeps a bad sku off the bus entirely.
     draft.validate()?;
     let sku = draft.sku.clone();
@@ -41,15 +48,23 @@ async fn create(
 
 /// The query string of `GET /products`. Every field is a string so that empty values
 /// mean "absent" and bad values get our own messages.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only this category.
     category: Option<String>,
+    /// `true` or `false`: only active (or inactive) products.
     active: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /products?category=&active=&limit=&cursor=` → `{"items","next_cursor"}`.
+/// List products by sku (public).
+#[utoipa::path(get, path = "/products", tag = "catalog", params(ListParams),
+    responses((status = 200, description = "a page of products", body = Page<Product>), Errors),
+    security(()))]
 async fn list(
     State(state): State<AppState>,
     rid: RequestId,
@@ -74,7 +89,11 @@ async fn list(
     Ok(Json(state.bus().catalog(&query, rid.as_str()).await?))
 }
 
-/// `GET /products/{sku}` → product.
+/// Read a product (public).
+#[utoipa::path(get, path = "/products/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the product", body = Product), Errors),
+    security(()))]
 async fn read(
     State(state): State<AppState>,
     rid: RequestId,
@@ -88,14 +107,20 @@ async fn read(
     Ok(Json(product))
 }
 
-/// `PUT /products/{sku}` → product. The body may omit `sku` (the path names it); if it
-/// has one, it must equal the path's.
+/// Replace a product (admin). The body may omit `sku` (the path names it); if it has
+/// one, it must equal the path's.
+#[utoipa::path(put, path = "/products/{sku}", tag = "catalog", request_body = ProductDraft,
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the product", body = Product), Errors),
+    security(("bearer" = [])))]
 async fn replace(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(sku): Path<String>,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Json<Product>, AppError> {
+    caller.admin()?;
     valid_id("sku", &sku)?;
     let serde_json::Value::Object(mut fields) = body else {
         return Err(AppError::invalid("the body must be a JSON object"));
@@ -121,12 +146,18 @@ async fn replace(
     Ok(Json(product))
 }
 
-/// `DELETE /products/{sku}` → the deactivated product.
+/// Deactivate a product (admin): it stays, not for sale.
+#[utoipa::path(delete, path = "/products/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "product")),
+    responses((status = 200, description = "the deactivated product", body = Product), Errors),
+    security(("bearer" = [])))]
 async fn deactivate(
     State(state): State<AppState>,
     rid: RequestId,
+    caller: Caller,
     Path(sku): Path<String>,
 ) -> Result<Json<Product>, AppError> {
+    caller.admin()?;
     valid_id("sku", &sku)?;
     let product = state
         .bus()

@@ -4,18 +4,25 @@
 //! subscription task and one task per in-flight cart command ([`session`]). Live pushes
 //! come from the edge-wide [`hub`]. The connection ends — and every task of it with it —
 //! when the client closes, a frame is too large (close 1009), pings go unanswered, or the
-//! edge shuts down (close 1001). Nothing here touches storage.
+//! edge shuts down (close 1001). With auth on, a socket belongs to the user of the token
+//! it was opened with: it sees and changes only that user's carts (others answer
+//! `not_found`), and a user has at most `ws_max_per_user` sockets at once. Nothing here
+//! touches storage.
 
 pub(crate) mod hub;
 pub(crate) mod protocol;
 pub(crate) mod session;
 pub(crate) mod writer;
 
+use crate::auth::{self, Caller};
 use crate::error::AppError;
+use crate::limits::SocketSlot;
+use crate::openapi::Errors;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use cartwheel_bus::headers::new_request_id;
 use futures::StreamExt;
 use serde_json::Value;
@@ -40,13 +47,83 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for the writer to flush the last frames and the close.
 const WRITER_DRAIN: Duration = Duration::from_secs(5);
 
-/// Upgrades to a WebSocket with the configured message and frame size limits.
-pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Whether a browser page from this `Origin` may open a socket: any client that sends
+/// no `Origin` (not a browser), the edge's own origin (the `Host` the request was sent
+/// to), and the configured ones (`*`: any).
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin.split_once("://"), host) {
+        (Some((_, authority)), Some(host)) => authority.eq_ignore_ascii_case(host),
+        _ => false,
+    }
+}
+
+/// Open the live-cart WebSocket (JSON text frames: `subscribe`, `unsubscribe`, `get`,
+/// `add_item`, `set_qty`, `remove_item`; replies and pushes). With auth on, authenticate
+/// with the `Authorization` header or, from a browser, the `token` query parameter.
+/// Browser pages from other origins are refused unless configured.
+#[utoipa::path(get, path = "/ws", tag = "websocket",
+    params(("token" = Option<String>, Query, description = "the bearer token, for browsers")),
+    responses((status = 101, description = "switching to the WebSocket protocol"), Errors),
+    security(("bearer" = [])))]
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = caller.user() {
+        return e.into_response();
+    }
+    if !origin_allowed(&headers, &state.config().allowed_origins) {
+        return auth::forbidden("this origin may not open a socket here").into_response();
+    }
+    let slot = match caller.user_key() {
+        Some(user) => {
+            let max = state.config().ws_max_per_user;
+            match state.socket_counts().acquire(user, max) {
+                Some(slot) => Some(slot),
+                None => {
+                    return AppError::rate_limited(format!("at most {max} live sockets per user"))
+                        .into_response();
+                }
+            }
+        }
+        None => None,
+    };
     let max = state.config().max_ws_frame_bytes;
     let sockets = state.sockets().clone();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| sockets.track_future(connection(socket, state)))
+        .on_upgrade(move |socket| sockets.track_future(connection(socket, state, caller, slot)))
+}
+
+/// Counts a live connection in `cartwheel_ws_connections` while it exists.
+struct Live;
+
+impl Live {
+    fn new() -> Live {
+        metrics::gauge!("cartwheel_ws_connections").increment(1.0);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        metrics::gauge!("cartwheel_ws_connections").decrement(1.0);
+    }
 }
 
 /// Whether a read error is tungstenite's "message too long" (no typed access through
@@ -59,6 +136,7 @@ fn too_large(e: &axum::Error) -> bool {
 /// The reader side of one connection: where its requests go.
 struct Reader {
     state: AppState,
+    caller: Caller,
     out: mpsc::Sender<Outbound>,
     watches: mpsc::Sender<session::WatchRequest>,
     commands: JoinSet<()>,
@@ -100,8 +178,9 @@ impl Reader {
                     return Flow::Close(None);
                 };
                 let (state, out) = (self.state.clone(), self.out.clone());
+                let caller = self.caller.clone();
                 self.commands.spawn(async move {
-                    session::command(state, out, c).await;
+                    session::command(state, caller, out, c).await;
                     drop(permit);
                 });
             }
@@ -119,16 +198,23 @@ impl Reader {
     }
 }
 
-/// Runs one connection to its end.
-async fn connection(socket: WebSocket, state: AppState) {
+/// Runs one connection to its end; `_slot` holds its place in the user's socket count.
+async fn connection(socket: WebSocket, state: AppState, caller: Caller, _slot: Option<SocketSlot>) {
+    let _live = Live::new();
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let mut writer = tokio::spawn(writer::run(sink, out_rx));
     let (watches, watch_rx) = mpsc::channel(WATCH_QUEUE);
-    let subscriptions = tokio::spawn(session::subscriptions(state.clone(), watch_rx, out.clone()));
+    let subscriptions = tokio::spawn(session::subscriptions(
+        state.clone(),
+        caller.clone(),
+        watch_rx,
+        out.clone(),
+    ));
     let closing = state.closing().clone();
     let mut reader = Reader {
         state,
+        caller,
         out,
         watches,
         commands: JoinSet::new(),

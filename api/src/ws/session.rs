@@ -2,6 +2,8 @@
 //! each) and subscriptions (run one at a time by [`subscriptions`], so a subscribe and an
 //! unsubscribe of the same cart never interleave).
 
+use crate::access;
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::ws::hub::{CartUpdate, Watch};
@@ -71,18 +73,31 @@ impl Action {
 }
 
 /// Runs one cart command and queues its reply.
-pub(crate) async fn command(state: AppState, out: mpsc::Sender<Outbound>, req: CommandRequest) {
+pub(crate) async fn command(
+    state: AppState,
+    caller: Caller,
+    out: mpsc::Sender<Outbound>,
+    req: CommandRequest,
+) {
     let CommandRequest { id, cart_id, cmd } = req;
     let rid = new_request_id();
     let span = tracing::debug_span!("ws_command", request_id = %rid, %cart_id);
     let reply = async {
-        match state.bus().cart(&cart_id, &cmd, &rid).await {
+        let result = match access::cart_change(&state, &caller, &cart_id, &rid).await {
+            Ok(()) => state
+                .bus()
+                .cart(&cart_id, &cmd, &rid)
+                .await
+                .map_err(AppError::from),
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(cart) => Outbound::Reply {
                 frame: protocol::reply_ok(&id, Some(&cart)),
                 cart: Some((cart.id, cart.version)),
             },
             Err(e) => Outbound::Reply {
-                frame: protocol::reply_err(&id, &AppError::from(e), &rid),
+                frame: protocol::reply_err(&id, &e, &rid),
                 cart: None,
             },
         }
@@ -105,13 +120,14 @@ impl Drop for Forwarder {
 /// Dropping this task's future (on abort) stops every forwarder of the socket.
 pub(crate) async fn subscriptions(
     state: AppState,
+    caller: Caller,
     mut requests: mpsc::Receiver<WatchRequest>,
     out: mpsc::Sender<Outbound>,
 ) {
     let mut subs: HashMap<String, Forwarder> = HashMap::new();
     while let Some(req) = requests.recv().await {
         if req.on {
-            subscribe(&state, &out, &mut subs, req).await;
+            subscribe(&state, &caller, &out, &mut subs, req).await;
         } else {
             subs.remove(&req.cart_id);
             let frame = protocol::reply_ok(&req.id, None);
@@ -130,6 +146,7 @@ pub(crate) async fn subscriptions(
 /// gap, and the writer drops pushes not newer than the cart in the reply.
 async fn subscribe(
     state: &AppState,
+    caller: &Caller,
     out: &mpsc::Sender<Outbound>,
     subs: &mut HashMap<String, Forwarder>,
     req: WatchRequest,
@@ -163,11 +180,14 @@ async fn subscribe(
         .bus()
         .cart(&req.cart_id, &CartCommand::Get, &rid)
         .await
-    {
+        .map_err(AppError::from)
+        .and_then(|cart| {
+            access::check_cart(state, caller, &req.cart_id, &cart.user_id).map(|()| cart)
+        }) {
         Ok(cart) => cart,
         Err(e) => {
             // Dropping `watch` releases the hub entry.
-            let _ = out.send(fail(e.into())).await;
+            let _ = out.send(fail(e)).await;
             return;
         }
     };

@@ -18,35 +18,71 @@
 //! conformance::suite!(backend());
 //! ```
 //!
+//! A backend with a server process passes it too, with [`Backend::with_server`], so that
+//! the rules of `crash.rs` can kill it with SIGKILL and start it again between a write and
+//! a read. The in-memory backend has no server; for it those rules only check the reads.
+//!
 //! The macro expands to one `#[tokio::test]` per test below, named after it, so a failure
 //! names the backend's test binary and the rule that broke. Adding a rule is one function in
-//! `entities.rs` or `queries.rs` and one name in the list of [`suite!`]; every backend picks
-//! it up. Rules that only make sense for one backend (a server restart, raw writes of an
-//! older document shape) live in that backend's file.
+//! `entities.rs`, `queries.rs` or `crash.rs` and one name in a list of [`suite!`]; every
+//! backend picks it up. Rules that only make sense for one backend (raw writes of an older
+//! document shape, server settings) live in that backend's file.
 
+pub mod crash;
 pub mod entities;
 pub mod fixtures;
 pub mod queries;
 
+pub use crash::*;
 pub use entities::*;
 pub use queries::*;
 
 use cartwheel_storage::Stores;
 use std::any::Any;
 
-/// A fresh, empty set of stores for one test, and whatever must stay alive while the test
-/// uses them (a server process, a temporary directory).
+/// The server process behind a backend, for the rules that crash it.
+#[async_trait::async_trait]
+pub trait Server: Send {
+    /// SIGKILL: no shutdown, no flush.
+    fn kill(&mut self) -> anyhow::Result<()>;
+    /// Starts it again on the same port and data, and waits until it accepts clients.
+    async fn restart(&mut self) -> anyhow::Result<()>;
+}
+
+/// A fresh, empty set of stores for one test, the server behind them if there is one, and
+/// whatever must stay alive while the test uses them (a temporary directory, a client).
 pub struct Backend {
     /// The stores under test.
     pub stores: Stores,
+    /// The server process, if the backend has one.
+    pub server: Option<Box<dyn Server>>,
+    // Dropped after `server`: fields drop in declaration order, and clients should go
+    // before the server they talk to, so keep-alives are declared last. A client kept
+    // here outlives its server; that is fine, it only logs.
     _keep_alive: Box<dyn Any + Send + Sync>,
 }
 
 impl Backend {
-    /// Stores that need `keep_alive` to live as long as they are used.
+    /// Stores without a server, that need `keep_alive` to live as long as they are used.
+    #[allow(dead_code)] // each backend's test binary uses one of the two constructors
     pub fn new(stores: Stores, keep_alive: impl Any + Send + Sync) -> Backend {
         Backend {
             stores,
+            server: None,
+            _keep_alive: Box::new(keep_alive),
+        }
+    }
+
+    /// Stores on `server`, that need `keep_alive` to live as long as they are used.
+    #[allow(dead_code)] // each backend's test binary uses one of the two constructors
+    pub fn with_server(
+        stores: Stores,
+        server: impl Server + 'static,
+        keep_alive: impl Any + Send + Sync,
+    ) -> Backend {
+        Backend {
+            stores,
+            server: Some(Box::new(server)),
             _keep_alive: Box::new(keep_alive),
         }
     }
@@ -78,6 +114,19 @@ macro_rules! suite {
             orders_pages_are_newest_first_and_cover_every_item_once,
             orders_query_checks_limit_and_cursor,
         );
+        $crate::conformance::suite!(@each_backend $backend;
+            acknowledged_writes_survive_a_server_crash,
+            calls_fail_fast_while_the_server_is_down_and_recover,
+        );
+    };
+    (@each_backend $backend:expr; $($rule:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $rule() -> anyhow::Result<()> {
+                let mut backend: $crate::conformance::Backend = $backend.await?;
+                $crate::conformance::$rule(&mut backend).await
+            }
+        )+
     };
     (@each $backend:expr; $($rule:ident),+ $(,)?) => {
         $(

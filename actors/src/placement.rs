@@ -1,0 +1,545 @@
+//! Placement: which node serves which partition, on NATS KV alone.
+//!
+//! * **Membership**: every node puts a heartbeat ([`NodeInfo`]) into `{prefix}_nodes`,
+//!   a bucket whose `max_age` drops the key of a node that stops heartbeating.
+//! * **Assignment**: rendezvous (highest-random-weight) hashing of each partition over
+//!   the live nodes. Every node computes the same answer; there is no coordinator.
+//! * **Ownership**: a node serves partition `p` only while it holds the lease key
+//!   `partition.{p}` in `{prefix}_leases` — taken with `create`, renewed with
+//!   update-by-revision at a third of the TTL, deleted on hand-over. The bucket's
+//!   `max_age` is the TTL, so a dead node's leases lapse by themselves.
+//! * **Fencing**: the [`LeaseGuard`] refuses commands and writes for partitions whose
+//!   lease is not known to be held *now* (a node paused past its lease wakes up with an
+//!   expired guard), and every storage write is compare-and-set on the revision it read.
+
+use crate::ctx::Ctx;
+use crate::partition::{KindStats, PartitionRuntime};
+use async_nats::jetstream::kv;
+use cartwheel_bus::cluster::NodeInfo;
+use cartwheel_bus::codec;
+use cartwheel_domain::SagaStep;
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Which partitions this node may serve right now, and until when.
+///
+/// A deadline per partition, in milliseconds since the guard was made (0: not held). It
+/// is set to "renewal started + TTL − margin" after every successful renewal, so it
+/// expires on its own when renewals stop — including while the process is paused.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    base: Instant,
+    deadlines: Vec<AtomicU64>,
+}
+
+impl Default for LeaseGuard {
+    fn default() -> Self {
+        LeaseGuard::new(0)
+    }
+}
+
+impl LeaseGuard {
+    /// A guard for `partitions` partitions, none held.
+    pub fn new(partitions: u32) -> LeaseGuard {
+        LeaseGuard {
+            base: Instant::now(),
+            deadlines: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether partition `p` is held now.
+    pub fn holds(&self, p: u32) -> bool {
+        self.deadlines
+            .get(p as usize)
+            .is_some_and(|d| self.ms(Instant::now()).saturating_add(1) < d.load(Ordering::Acquire))
+    }
+
+    /// Marks `p` held until `until`.
+    pub fn grant(&self, p: u32, until: Instant) {
+        if let Some(d) = self.deadlines.get(p as usize) {
+            // Stored plus one so that 0 always means "not held".
+            d.store(self.ms(until).saturating_add(1), Ordering::Release);
+        }
+    }
+
+    /// Marks `p` not held.
+    pub fn revoke(&self, p: u32) {
+        if let Some(d) = self.deadlines.get(p as usize) {
+            d.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Rendezvous hashing: the node with the highest weight for `partition` owns it.
+pub fn owner(partition: u32, nodes: &BTreeSet<String>) -> Option<&str> {
+    nodes
+        .iter()
+        .max_by_key(|n| weight(partition, n))
+        .map(String::as_str)
+}
+
+fn weight(partition: u32, node: &str) -> u64 {
+    // FNV-1a over the node id, then a splitmix64 finalizer mixed with the partition.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h ^ u64::from(partition).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct Held {
+    revision: u64,
+    runtime: PartitionRuntime,
+}
+
+/// The placement loop of one node.
+pub struct Placement {
+    ctx: Ctx,
+    nodes: kv::Store,
+    leases: kv::Store,
+    stats: KindStats,
+    limiter: Arc<Semaphore>,
+    held: BTreeMap<u32, Held>,
+    started_at: cartwheel_domain::Timestamp,
+    last_renewal: Instant,
+}
+
+/// What can go wrong setting placement up.
+pub type PlacementError = crate::node::NodeError;
+
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: String,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, PlacementError> {
+    if let Ok(store) = js.get_key_value(name.clone()).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age,
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(s) => Ok(s),
+        // Another node created it at the same moment.
+        Err(_) => js
+            .get_key_value(name.clone())
+            .await
+            .map_err(|e| PlacementError::Placement(format!("bucket {name}: {e}"))),
+    }
+}
+
+impl Placement {
+    /// Opens (or creates) the membership and lease buckets.
+    pub async fn new(
+        ctx: Ctx,
+        stats: KindStats,
+        limiter: Arc<Semaphore>,
+        replicas: usize,
+    ) -> Result<Placement, PlacementError> {
+        let ttl = ctx.settings.lease_ttl;
+        let nodes = bucket(&ctx.js, ctx.names().nodes_bucket(), ttl, replicas).await?;
+        let leases = bucket(&ctx.js, ctx.names().leases_bucket(), ttl, replicas).await?;
+        let started_at = ctx.now();
+        Ok(Placement {
+            ctx,
+            nodes,
+            leases,
+            stats,
+            limiter,
+            held: BTreeMap::new(),
+            started_at,
+            last_renewal: Instant::now(),
+        })
+    }
+
+    fn node_id(&self) -> &str {
+        &self.ctx.settings.node_id
+    }
+
+    fn margin(&self) -> Duration {
+        self.ctx.settings.lease_ttl / 6
+    }
+
+    /// How often the loop runs: a third of the TTL at most, and at least every second.
+    pub fn tick(&self) -> Duration {
+        (self.ctx.settings.lease_ttl / 3).min(Duration::from_secs(1))
+    }
+
+    /// Partitions held now.
+    pub fn held(&self) -> Vec<u32> {
+        self.held.keys().copied().collect()
+    }
+
+    async fn heartbeat(&self) {
+        let info = NodeInfo {
+            node_id: self.node_id().to_owned(),
+            started_at: self.started_at,
+            heartbeat_at: self.ctx.now(),
+            partitions: self.held(),
+            live_actors: [
+                (
+                    "cart".to_string(),
+                    self.stats.cart.live.load(Ordering::Relaxed),
+                ),
+                (
+                    "inventory".to_string(),
+                    self.stats.inventory.live.load(Ordering::Relaxed),
+                ),
+                (
+                    "order".to_string(),
+                    self.stats.order.live.load(Ordering::Relaxed),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        match codec::encode(&info) {
+            Ok(bytes) => {
+                if let Err(e) = self.nodes.put(self.node_id(), bytes).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat not encodable"),
+        }
+    }
+
+    async fn live_nodes(&self) -> Option<BTreeSet<String>> {
+        let mut keys = self.nodes.keys().await.ok()?;
+        let mut out = BTreeSet::new();
+        while let Some(k) = keys.next().await {
+            out.insert(k.ok()?);
+        }
+        out.insert(self.node_id().to_owned());
+        Some(out)
+    }
+
+    /// Renews every held lease; drops partitions whose lease is gone.
+    async fn renew(&mut self) {
+        let started = Instant::now();
+        // Paused (or starved) past the lease: whatever we hold may be someone else's now.
+        if started.duration_since(self.last_renewal) >= self.ctx.settings.lease_ttl {
+            tracing::error!("lease renewals stalled past the TTL; dropping every partition");
+            let all: Vec<u32> = self.held.keys().copied().collect();
+            for p in all {
+                self.lose(p);
+            }
+        }
+        let me = self.node_id().to_owned();
+        let renewals = self.held.iter().map(|(p, h)| {
+            let key = self.ctx.names().lease_key(*p);
+            let leases = self.leases.clone();
+            let me = me.clone();
+            let (p, rev) = (*p, h.revision);
+            async move { (p, leases.update(key, me.into_bytes().into(), rev).await) }
+        });
+        let results = futures::future::join_all(renewals).await;
+        let until = started + self.ctx.settings.lease_ttl - self.margin();
+        for (p, r) in results {
+            match r {
+                Ok(rev) => {
+                    if let Some(h) = self.held.get_mut(&p) {
+                        h.revision = rev;
+                    }
+                    self.ctx.guard.grant(p, until);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "lease renewal failed; dropping the partition");
+                    self.lose(p);
+                }
+            }
+        }
+        self.last_renewal = started;
+    }
+
+    fn lose(&mut self, p: u32) {
+        self.ctx.guard.revoke(p);
+        if let Some(h) = self.held.remove(&p) {
+            h.runtime.abort();
+        }
+    }
+
+    /// Hands partitions over, all at once: stop serving each gracefully, then delete its
+    /// lease so the successor can take it at once.
+    async fn release_all(&mut self, partitions: Vec<u32>) {
+        let mut leaving = Vec::new();
+        for p in partitions {
+            if let Some(h) = self.held.remove(&p) {
+                leaving.push((p, h));
+            }
+        }
+        let stops = leaving.into_iter().map(|(p, h)| {
+            let leases = self.leases.clone();
+            let key = self.ctx.names().lease_key(p);
+            let guard = self.ctx.guard.clone();
+            async move {
+                h.runtime.stop(Duration::from_secs(10)).await;
+                guard.revoke(p);
+                if let Err(e) = leases.delete_expect_revision(key, Some(h.revision)).await {
+                    tracing::warn!(partition = p, error = %e, "lease delete failed; it will lapse");
+                }
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+
+    /// Tries to take the lease of `p`; starts serving it on success.
+    async fn acquire(&mut self, p: u32) -> bool {
+        let key = self.ctx.names().lease_key(p);
+        let me = self.node_id().to_owned();
+        let started = Instant::now();
+        let revision = match self
+            .leases
+            .create(&key, me.clone().into_bytes().into())
+            .await
+        {
+            Ok(rev) => rev,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Ours from an earlier life of this node id (restart after a crash)?
+                match self.leases.entry(&key).await {
+                    Ok(Some(entry))
+                        if entry.operation == kv::Operation::Put
+                            && entry.value == me.as_bytes() =>
+                    {
+                        match self
+                            .leases
+                            .update(&key, me.into_bytes().into(), entry.revision)
+                            .await
+                        {
+                            Ok(rev) => rev,
+                            Err(_) => return false,
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "lease create failed");
+                return false;
+            }
+        };
+        self.ctx
+            .guard
+            .grant(p, started + self.ctx.settings.lease_ttl - self.margin());
+        match PartitionRuntime::start(&self.ctx, p, &self.stats, self.limiter.clone()).await {
+            Ok(runtime) => {
+                self.held.insert(p, Held { revision, runtime });
+                true
+            }
+            Err(e) => {
+                tracing::error!(partition = p, error = %e, "cannot serve partition; releasing");
+                self.ctx.guard.revoke(p);
+                let _ = self
+                    .leases
+                    .delete_expect_revision(&key, Some(revision))
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// One round: heartbeat, renew, hand over what another node should own, take what
+    /// this node should own. Returns the partitions acquired in this round.
+    pub async fn step(&mut self) -> Vec<u32> {
+        if self.last_renewal.elapsed() >= self.tick() || self.held.is_empty() {
+            self.renew().await;
+            self.heartbeat().await;
+        }
+        let Some(live) = self.live_nodes().await else {
+            return Vec::new();
+        };
+        let partitions = self.ctx.bus.config().partitions;
+        let me = self.node_id().to_owned();
+        let desired: BTreeSet<u32> = (0..partitions)
+            .filter(|p| owner(*p, &live) == Some(me.as_str()))
+            .collect();
+        let to_release: Vec<u32> = self
+            .held
+            .keys()
+            .filter(|p| !desired.contains(p))
+            .copied()
+            .collect();
+        if !to_release.is_empty() {
+            tracing::info!(partitions = ?to_release, "handing partitions over");
+            self.release_all(to_release).await;
+        }
+        let mut acquired = Vec::new();
+        for p in desired {
+            if !self.held.contains_key(&p) && self.acquire(p).await {
+                acquired.push(p);
+            }
+        }
+        if !acquired.is_empty() {
+            tracing::info!(
+                count = acquired.len(),
+                held = self.held.len(),
+                "partitions acquired"
+            );
+            self.heartbeat().await;
+        }
+        acquired
+    }
+
+    /// Hands every partition over and leaves the cluster (graceful stop).
+    pub async fn leave(mut self) {
+        // Leave membership first so the others compute us out and wait for our leases.
+        let _ = self.nodes.delete(self.node_id()).await;
+        let all = self.held();
+        self.release_all(all).await;
+    }
+
+    /// Runs until `shutdown`, then leaves. `first_round` is signalled after the first
+    /// round (so a starting node serves its share before `Node::start` returns).
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        first_round: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let acquired = self.step().await;
+        self.resume_sagas(acquired);
+        let _ = first_round.send(());
+        let mut wake = self.watch().await;
+        let mut tick = tokio::time::interval(self.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+                Some(()) = wake.recv() => {}
+            }
+            let acquired = self.step().await;
+            self.resume_sagas(acquired);
+        }
+        self.leave().await;
+    }
+
+    /// Wakes the loop when a lease is deleted (a hand-over) or a node joins or leaves, so
+    /// successors take over at once instead of at the next tick.
+    async fn watch(&self) -> tokio::sync::mpsc::Receiver<()> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        match self.leases.watch_all().await {
+            Ok(mut w) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while let Some(Ok(e)) = w.next().await {
+                        if e.operation != kv::Operation::Put
+                            && tx.try_send(()).is_err()
+                            && tx.is_closed()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "lease watch failed; polling only"),
+        }
+        match self.nodes.watch_all().await {
+            Ok(mut w) => {
+                tokio::spawn(async move {
+                    let mut known = BTreeSet::new();
+                    while let Some(Ok(e)) = w.next().await {
+                        let changed = match e.operation {
+                            kv::Operation::Put => known.insert(e.key),
+                            _ => known.remove(&e.key),
+                        };
+                        if changed && tx.try_send(()).is_err() && tx.is_closed() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "membership watch failed; polling only"),
+        }
+        rx
+    }
+
+    /// Activates the unfinished orders of newly acquired partitions so their sagas resume
+    /// on this node (their old owner may have died mid-saga).
+    fn resume_sagas(&self, acquired: Vec<u32>) {
+        if acquired.is_empty() {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let partitions = ctx.bus.config().partitions;
+            let acquired: BTreeSet<u32> = acquired.into_iter().collect();
+            let Ok(ids) = ctx.stores.orders.ids().await else {
+                return;
+            };
+            for id in ids {
+                if !acquired.contains(&cartwheel_bus::names::partition(&id, partitions)) {
+                    continue;
+                }
+                let Ok(Some(v)) = ctx.stores.orders.load(&id).await else {
+                    continue;
+                };
+                if v.record.state.saga_step == SagaStep::Done {
+                    continue;
+                }
+                tracing::info!(order = %id, step = ?v.record.state.saga_step, "resuming saga");
+                let _ = ctx
+                    .bus
+                    .order(&id, &cartwheel_bus::messages::OrderCommand::Get, "resume")
+                    .await;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_partitions_and_moves_few() {
+        let three: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut counts = BTreeMap::new();
+        for p in 0..64 {
+            *counts
+                .entry(owner(p, &three).unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        let (min, max) = (
+            counts.values().min().unwrap(),
+            counts.values().max().unwrap(),
+        );
+        assert!(*max <= 2 * *min, "{counts:?}");
+        // Adding a node only moves partitions to the new node.
+        let four: BTreeSet<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        for p in 0..64 {
+            let new = owner(p, &four).unwrap();
+            assert!(new == "d" || new == owner(p, &three).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_guard_expires_by_itself() {
+        let g = LeaseGuard::new(4);
+        assert!(!g.holds(1));
+        g.grant(1, Instant::now() + Duration::from_secs(60));
+        assert!(g.holds(1));
+        g.grant(2, Instant::now());
+        assert!(!g.holds(2));
+        g.revoke(1);
+        assert!(!g.holds(1));
+        assert!(!g.holds(99));
+    }
+}

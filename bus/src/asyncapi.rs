@@ -1,0 +1,279 @@
+//! The AsyncAPI 3.0 document of the bus: every subject a node answers or publishes on,
+//! the messages on it (schemas derived from the wire types themselves), and the headers
+//! every message carries. The edge serves it at `/asyncapi.json`.
+//!
+//! Subject templates are built here, next to [`Names`], and a test checks each one
+//! against the function that builds the real subject, so the document cannot drift from
+//! the wire. Bodies are MessagePack maps with named fields ([`crate::codec`]); the
+//! schemas describe them as JSON schemas, which is what a map with named fields is.
+
+use crate::messages::{
+    CartCommand, CatalogQuery, CheckoutReply, InventoryCommand, OrderCommand, OrdersQuery, Page,
+};
+use crate::names::{EVENT_KINDS, EntityKind, Names};
+use crate::{ApiError, headers};
+use cartwheel_domain::{Cart, Event, InventoryView, Order, Product};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
+
+/// `{prefix}.{kind}.{partition}.{id}`, the AsyncAPI address of a kind's commands.
+fn entity_template(names: &Names, kind: EntityKind) -> String {
+    format!("{}.{}.{{partition}}.{{id}}", names.prefix(), kind.as_str())
+}
+
+/// `{prefix}.evt.{kind}.{id}`, the AsyncAPI address of a kind's events.
+fn event_template(names: &Names, kind: &str) -> String {
+    format!("{}.evt.{}.{{id}}", names.prefix(), kind)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Collects the named schemas `T` refers to, and returns `T`'s own schema inline.
+fn schema_of<T: ToSchema>(components: &mut Map<String, Value>) -> Value {
+    let mut deps: Vec<(String, RefOr<Schema>)> = Vec::new();
+    T::schemas(&mut deps);
+    for (name, s) in deps {
+        components.insert(name, to_json(&s));
+    }
+    to_json(&T::schema())
+}
+
+/// `Result<T, ApiError>` as serde writes it: `{"Ok": T}` or `{"Err": ApiError}`.
+fn reply_of<T: ToSchema>(components: &mut Map<String, Value>) -> Value {
+    let ok = schema_of::<T>(components);
+    let err = schema_of::<ApiError>(components);
+    json!({"oneOf": [
+        {"type": "object", "required": ["Ok"], "properties": {"Ok": ok}},
+        {"type": "object", "required": ["Err"], "properties": {"Err": err}},
+    ]})
+}
+
+/// One message component.
+fn message(name: &str, summary: &str, payload: Value) -> Value {
+    json!({
+        "name": name,
+        "summary": summary,
+        "contentType": "application/msgpack",
+        "headers": {"$ref": "#/components/schemas/Headers"},
+        "payload": payload,
+    })
+}
+
+/// The whole document for the subjects under `names`.
+pub fn document(names: &Names, version: &str) -> Value {
+    let mut schemas = Map::new();
+    let mut messages = Map::new();
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+
+    schemas.insert(
+        "Headers".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                headers::REQUEST_ID: {"type": "string", "description": "request id, from the edge's x-request-id"},
+                headers::TRACEPARENT: {"type": "string", "description": "W3C trace context of the caller's span"},
+            },
+        }),
+    );
+
+    // Request-reply on entity actors.
+    let commands: [(EntityKind, &str, Value, Value); 3] = [
+        (
+            EntityKind::Cart,
+            "CartCommand",
+            schema_of::<CartCommand>(&mut schemas),
+            json!({"oneOf": [reply_of::<Cart>(&mut schemas), reply_of::<CheckoutReply>(&mut schemas)]}),
+        ),
+        (
+            EntityKind::Inventory,
+            "InventoryCommand",
+            schema_of::<InventoryCommand>(&mut schemas),
+            json!({"oneOf": [reply_of::<Product>(&mut schemas), reply_of::<InventoryView>(&mut schemas)]}),
+        ),
+        (
+            EntityKind::Order,
+            "OrderCommand",
+            schema_of::<OrderCommand>(&mut schemas),
+            reply_of::<Order>(&mut schemas),
+        ),
+    ];
+    for (kind, name, request, reply) in commands {
+        let k = kind.as_str();
+        let reply_name = format!("{name}Reply");
+        messages.insert(
+            name.into(),
+            message(name, &format!("a command to one {k} actor"), request),
+        );
+        messages.insert(
+            reply_name.clone(),
+            message(&reply_name, "the actor's answer", reply),
+        );
+        channels.insert(
+            format!("{k}Commands"),
+            json!({
+                "address": entity_template(names, kind),
+                "description": format!("Commands to the {k} actor `id`, served by the node that holds partition `partition` (FNV-1a 64 of the id modulo the partition count)."),
+                "parameters": {"partition": {"description": "partition of the id"}, "id": {"description": "entity id, [A-Za-z0-9_-]{1,64}"}},
+                "messages": {name: {"$ref": format!("#/components/messages/{name}")}},
+            }),
+        );
+        channels.insert(
+            format!("{k}Replies"),
+            json!({
+                "address": null,
+                "description": "the requester's inbox",
+                "messages": {reply_name.clone(): {"$ref": format!("#/components/messages/{reply_name}")}},
+            }),
+        );
+        operations.insert(
+            format!("{k}Command"),
+            json!({
+                "action": "receive",
+                "summary": format!("a node answers a {k} command"),
+                "channel": {"$ref": format!("#/channels/{k}Commands")},
+                "reply": {"channel": {"$ref": format!("#/channels/{k}Replies")}},
+            }),
+        );
+    }
+
+    // Read-side queries, answered by any node (queue group).
+    let queries = [
+        (
+            "catalogQuery",
+            names.query_catalog(),
+            "CatalogQuery",
+            schema_of::<CatalogQuery>(&mut schemas),
+            reply_of::<Page<Product>>(&mut schemas),
+        ),
+        (
+            "ordersQuery",
+            names.query_orders(),
+            "OrdersQuery",
+            schema_of::<OrdersQuery>(&mut schemas),
+            reply_of::<Page<Order>>(&mut schemas),
+        ),
+    ];
+    for (id, address, name, request, reply) in queries {
+        let reply_name = format!("{name}Reply");
+        messages.insert(name.into(), message(name, "a list query", request));
+        messages.insert(reply_name.clone(), message(&reply_name, "a page", reply));
+        channels.insert(
+            id.into(),
+            json!({
+                "address": address,
+                "messages": {name: {"$ref": format!("#/components/messages/{name}")}},
+            }),
+        );
+        channels.insert(
+            format!("{id}Replies"),
+            json!({
+                "address": null,
+                "description": "the requester's inbox",
+                "messages": {reply_name.clone(): {"$ref": format!("#/components/messages/{reply_name}")}},
+            }),
+        );
+        operations.insert(
+            id.into(),
+            json!({
+                "action": "receive",
+                "channel": {"$ref": format!("#/channels/{id}")},
+                "reply": {"channel": {"$ref": format!("#/channels/{id}Replies")}},
+            }),
+        );
+    }
+
+    // Domain events, one JetStream stream per kind.
+    let event = schema_of::<Event>(&mut schemas);
+    messages.insert(
+        "Event".into(),
+        json!({
+            "name": "Event",
+            "summary": "something that happened to one entity; `Nats-Msg-Id` de-duplicates, the entity's version orders",
+            "contentType": "application/msgpack",
+            "headers": {"type": "object", "properties": {
+                "Nats-Msg-Id": {"type": "string", "description": "{kind}:{id}:{version}:{event}"},
+                "Cw-Event": {"type": "string", "description": "the event's name"},
+                headers::REQUEST_ID: {"type": "string"},
+                headers::TRACEPARENT: {"type": "string"},
+            }},
+            "payload": event,
+        }),
+    );
+    for kind in EVENT_KINDS {
+        channels.insert(
+            format!("{kind}Events"),
+            json!({
+                "address": event_template(names, kind),
+                "description": format!("Events of {kind} `id`, stored in JetStream stream `{}`.", names.event_stream(kind)),
+                "parameters": {"id": {"description": "entity id"}},
+                "messages": {"Event": {"$ref": "#/components/messages/Event"}},
+            }),
+        );
+        operations.insert(
+            format!("{kind}Events"),
+            json!({
+                "action": "send",
+                "summary": format!("a node publishes {kind} events after storing the change"),
+                "channel": {"$ref": format!("#/channels/{kind}Events")},
+            }),
+        );
+    }
+
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Cartwheel bus",
+            "version": version,
+            "description": "NATS subjects of Cartwheel: request-reply to entity actors and read-side queries, and domain events in JetStream. Every node also registers with the NATS services API as `cartwheel-node` ($SRV.PING, $SRV.INFO, $SRV.STATS).",
+        },
+        "defaultContentType": "application/msgpack",
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_the_real_subjects() {
+        let names = Names::new("cw");
+        for kind in EntityKind::ALL {
+            let t = entity_template(&names, kind)
+                .replace("{partition}", "7")
+                .replace("{id}", "abc");
+            assert_eq!(t, names.entity(kind, 7, "abc"));
+        }
+        for kind in EVENT_KINDS {
+            let t = event_template(&names, kind).replace("{id}", "abc");
+            assert_eq!(t, names.event(kind, "abc"));
+        }
+    }
+
+    #[test]
+    fn the_document_has_every_channel_and_resolvable_refs() {
+        let doc = document(&Names::new("cw"), "0.1.0");
+        assert_eq!(doc["asyncapi"], "3.0.0");
+        let channels = doc["channels"].as_object().unwrap();
+        assert!(channels.contains_key("cartCommands"));
+        assert!(channels.contains_key("catalogQuery"));
+        assert!(channels.contains_key("productEvents"));
+        assert_eq!(
+            channels["cartCommands"]["address"],
+            "cw.cart.{partition}.{id}"
+        );
+        // Every `#/components/schemas/X` reference resolves.
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            assert!(schemas.contains_key(&name), "unresolved schema {name}");
+        }
+    }
+}

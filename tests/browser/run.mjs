@@ -1,0 +1,430 @@
+#!/usr/bin/env node
+// End-to-end tests of the shop page in a real, headless Chromium (Debian's
+// /usr/bin/chromium) driven by playwright-core. Two browser contexts stand for two
+// people/devices on one cart.
+//
+//   node tests/browser/run.mjs <base-url> <artifact-dir>
+//
+// The server must be running (`tests/browser.rs` starts `cartwheel up` and runs this).
+// Data is seeded through the public REST API, under skus unique to this run. Screenshots
+// go to <artifact-dir>. Exit status 0 only when every step passed; the last line is
+// "N passed, N failed". CARTWHEEL_CHROMIUM overrides the browser binary.
+
+import { chromium } from "playwright-core";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+const [base, artifactDir] = process.argv.slice(2);
+if (!base || !artifactDir) {
+  console.error("usage: node run.mjs <base-url> <artifact-dir>");
+  process.exit(2);
+}
+const CHROMIUM = process.env.CARTWHEEL_CHROMIUM || "/usr/bin/chromium";
+const RUN_BUDGET_MS = 90_000;
+
+// ---------------------------------------------------------------------------------------
+// A tiny step runner: named steps, timed, stop at the first failure.
+
+const results = [];
+const runStart = performance.now();
+const watchdog = setTimeout(() => {
+  console.error(`browser tests: still running after ${RUN_BUDGET_MS / 1000} s; giving up`);
+  process.exit(1);
+}, RUN_BUDGET_MS);
+watchdog.unref();
+
+function log(line) {
+  process.stdout.write(`browser: ${line}\n`);
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// ---------------------------------------------------------------------------------------
+// REST helpers (the test is a client of the contract too)
+
+async function api(method, p, body, headers = {}) {
+  const res = await fetch(base + p, {
+    method,
+    headers: { "content-type": "application/json", ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text}`);
+  return json;
+}
+
+const tag = Date.now().toString(36).toUpperCase();
+const MUG = { sku: `BT-MUG-${tag}`, name: "Test mug", price: 1299, stock: 10 };
+const KETTLE = { sku: `BT-KETTLE-${tag}`, name: "Test kettle", price: 4900, stock: 2 };
+const CANDLE = { sku: `BT-CANDLE-${tag}`, name: "Test candle", price: 1650, stock: 5 };
+const LAMP = { sku: `BT-LAMP-${tag}`, name: "Test lamp", price: 8900, stock: 4 };
+
+async function seed() {
+  for (const p of [MUG, KETTLE, CANDLE, LAMP]) {
+    await api("POST", "/products", {
+      sku: p.sku,
+      name: p.name,
+      description: `Seeded by the browser test run ${tag}.`,
+      price: p.price,
+      currency: "EUR",
+      category: "test",
+      active: true,
+    });
+    await api("PUT", `/inventory/${p.sku}`, { on_hand: p.stock });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Page helpers
+
+const problems = [];
+
+async function newPage(browser, name, options = {}) {
+  const context = await browser.newContext({ locale: "en-US", viewport: { width: 1280, height: 860 }, ...options });
+  const page = await context.newPage();
+  page.setDefaultTimeout(5000);
+  await page.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
+  page.on("pageerror", (e) => problems.push(`${name}: uncaught ${e.message}`));
+  page.on("console", (msg) => {
+    const text = msg.text();
+    if (/Content Security Policy|Refused to/i.test(text)) problems.push(`${name}: ${text}`);
+  });
+  return { context, page, name };
+}
+
+const line = (sku) => `#lines li.line[data-sku="${sku}"]`;
+const card = (sku) => `#products li.product[data-sku="${sku}"]`;
+
+async function cartQty(page, sku) {
+  return page.evaluate((sku) => window.__cw.cart?.items.find((l) => l.sku === sku)?.qty ?? 0, sku);
+}
+
+async function waitQty(page, sku, qty, timeout = 5000) {
+  await page.waitForFunction(
+    ([sku, qty]) => {
+      const el = document.querySelector(`#lines li.line[data-sku="${sku}"] .qty-input`);
+      return (qty === 0 && !el) || (el && el.value === String(qty));
+    },
+    [sku, qty],
+    { timeout },
+  );
+}
+
+async function waitLive(page) {
+  await page.waitForSelector('#conn[data-state="open"]', { timeout: 10000 });
+}
+
+async function shot(page, file, fullPage = true) {
+  const p = path.join(artifactDir, file);
+  await page.screenshot({ path: p, fullPage, animations: "disabled" });
+  return p;
+}
+
+function cartIdOf(url) {
+  const m = /#cart=([A-Za-z0-9_-]+)/.exec(url);
+  return m ? m[1] : null;
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main() {
+  await mkdir(artifactDir, { recursive: true });
+  // A fresh profile directory (Playwright creates its --user-data-dir under TMPDIR).
+  const profileRoot = await mkdtemp(path.join(artifactDir, "profile-"));
+  process.env.TMPDIR = profileRoot;
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+    ],
+  });
+  log(`chromium ${browser.version()} at ${CHROMIUM}; server ${base}`);
+
+  let one, two, phone;
+  let failedAt = null;
+  const steps = [];
+  const step = (name, fn) => steps.push({ name, fn });
+
+  step("a new, empty shop offers demo products, which then show with stock", async () => {
+    const { items } = await api("GET", "/products?limit=1");
+    if (items.length > 0) {
+      log("  (the catalog is not empty: nothing to check here)");
+      return;
+    }
+    const first = await newPage(browser, "first visit");
+    await first.page.goto(base + "/");
+    await first.page.waitForSelector("#empty-catalog:not([hidden])");
+    await shot(first.page, "desktop-empty.png", false);
+    await first.page.click("#seed");
+    await first.page.waitForSelector("#products li.product >> nth=5", { timeout: 10000 });
+    await first.page.waitForFunction(() =>
+      [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+    );
+    assert(await first.page.isHidden("#empty-catalog"), "the empty-catalog note stays after seeding");
+    await shot(first.page, "desktop-demo.png", false);
+    await first.context.close();
+  });
+
+  step("seed products and stock through the REST API", async () => {
+    await seed();
+  });
+
+  step("page 1 shows the catalog with formatted prices and live stock", async () => {
+    one = await newPage(browser, "page 1");
+    const res = await one.page.goto(base + "/");
+    assert(res.status() === 200, `GET / answered ${res.status()}`);
+    const csp = res.headers()["content-security-policy"] ?? "";
+    assert(csp.includes("script-src 'self'") && !csp.includes("unsafe"), `CSP: ${csp}`);
+    await one.page.waitForSelector(card(MUG.sku));
+    const price = await one.page.textContent(`${card(MUG.sku)} .price`);
+    assert(price === "€12.99", `mug price shown as ${JSON.stringify(price)}`);
+    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="10"]`);
+    const stock = await one.page.textContent(`${card(KETTLE.sku)} .stock`);
+    assert(/Only 2 left/.test(stock), `kettle stock shown as ${JSON.stringify(stock)}`);
+    await waitLive(one.page);
+    await one.page.waitForFunction(() => /#cart=/.test(location.hash));
+    await one.page.waitForSelector('#cart[data-version="1"]');
+  });
+
+  step("page 2 (another browser) opens the same cart from the link", async () => {
+    two = await newPage(browser, "page 2");
+    const id = cartIdOf(one.page.url());
+    assert(id, `no cart id in ${one.page.url()}`);
+    await two.page.goto(`${base}/#cart=${id}`);
+    await waitLive(two.page);
+    await two.page.waitForSelector('#cart[data-version="1"]');
+    const shownId = await two.page.evaluate(() => window.__cw.cart?.id);
+    assert(shownId === id, `page 2 shows cart ${shownId}, not ${id}`);
+  });
+
+  step("a change in page 1 shows in page 2 within 1 s (and back)", async () => {
+    let t0 = performance.now();
+    await one.page.click(`${card(MUG.sku)} button.add`);
+    await waitQty(two.page, MUG.sku, 1, 1000);
+    const forward = Math.round(performance.now() - t0);
+    t0 = performance.now();
+    await two.page.click(`${line(MUG.sku)} button[aria-label^="One more"]`);
+    await waitQty(one.page, MUG.sku, 2, 1000);
+    const back = Math.round(performance.now() - t0);
+    const total = await two.page.textContent("#total");
+    assert(total === "€25.98", `total on page 2: ${total}`);
+    log(`  page 1 → page 2 in ${forward} ms; page 2 → page 1 in ${back} ms`);
+  });
+
+  step("keyboard: Tab reaches an add button, Enter adds, focus is visible", async () => {
+    const target = `${card(CANDLE.sku)} button.add`;
+    await one.page.evaluate(() => document.activeElement?.blur());
+    let reached = false;
+    for (let i = 0; i < 60 && !reached; i++) {
+      await one.page.keyboard.press("Tab");
+      reached = await one.page.evaluate((sel) => document.activeElement === document.querySelector(sel), target);
+    }
+    assert(reached, "the candle's add button was not reached with Tab");
+    const ring = await one.page.evaluate(() => {
+      const el = document.activeElement;
+      return el.matches(":focus-visible") && getComputedStyle(el).outlineStyle !== "none";
+    });
+    assert(ring, "the focused add button shows no focus ring");
+    await one.page.keyboard.press("Enter");
+    await waitQty(one.page, CANDLE.sku, 1);
+    await waitQty(two.page, CANDLE.sku, 1, 1000);
+  });
+
+  step("screenshots: desktop and phone width (360×740)", async () => {
+    await one.page.waitForFunction(() =>
+      [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+    );
+    await shot(one.page, "desktop.png");
+    phone = await newPage(browser, "phone", {
+      viewport: { width: 360, height: 740 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+      hasTouch: true,
+    });
+    await phone.page.goto(one.page.url());
+    await waitLive(phone.page);
+    await waitQty(phone.page, CANDLE.sku, 1);
+    await phone.page.waitForFunction(() => {
+      const stock = [...document.querySelectorAll("#products .stock")];
+      return stock.length > 0 && stock.every((el) => el.dataset.available !== "");
+    });
+    const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+    assert(overflow <= 0, `the page is ${overflow}px wider than a 360px screen`);
+    await shot(phone.page, "phone.png", false);
+    await shot(phone.page, "phone-full.png", true);
+    await phone.context.close();
+    phone = null;
+  });
+
+  step("stock on the page follows purchases made elsewhere (polling)", async () => {
+    // Someone else buys 2 candles over REST.
+    const other = await api("POST", "/carts", { user_id: `other-${tag}` });
+    await api("POST", `/carts/${other.id}/items`, { sku: CANDLE.sku, qty: 2 });
+    let order = await api("POST", `/carts/${other.id}/checkout`, undefined, { "Idempotency-Key": `other-${tag}` });
+    for (let i = 0; i < 50 && ["PENDING", "PRODUCT_RESERVED"].includes(order.status); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      order = await api("GET", `/orders/${order.id}`);
+    }
+    assert(order.status === "CONFIRMED", `other shopper's order: ${order.status}`);
+    const t0 = performance.now();
+    await one.page.waitForSelector(`${card(CANDLE.sku)} .stock[data-available="3"]`, { timeout: 4000 });
+    log(`  stock change seen after ${Math.round(performance.now() - t0)} ms`);
+  });
+
+  step("a dropped socket shows 'Reconnecting…' and recovers by itself", async () => {
+    await two.page.evaluate(() => window.__cw.ws.close());
+    await two.page.waitForSelector('#conn[data-state="reconnecting"]', { timeout: 2000 });
+    const banner = await two.page.textContent("#banner");
+    assert(/Reconnecting/.test(banner) && (await two.page.isVisible("#banner")), `banner: ${banner}`);
+    await waitLive(two.page);
+    assert(await two.page.isHidden("#banner"), "the banner stays after reconnecting");
+    // Still live after the reconnection: a change in page 1 arrives.
+    await one.page.click(`${card(LAMP.sku)} button.add`);
+    await waitQty(two.page, LAMP.sku, 1, 1000);
+  });
+
+  step("offline: changes made meanwhile appear after the network returns", async () => {
+    await two.context.setOffline(true);
+    await two.page.evaluate(() => window.__cw.ws?.close());
+    await two.page.waitForSelector('#conn[data-state="offline"], #conn[data-state="reconnecting"]', { timeout: 2000 });
+    assert(await two.page.isVisible("#banner"), "no reconnecting banner while offline");
+    await shot(two.page, "reconnecting.png", false);
+    // Page 1 removes the lamp while page 2 cannot hear it.
+    await one.page.click(`${line(LAMP.sku)} button.remove`);
+    await waitQty(one.page, LAMP.sku, 0);
+    await two.page.waitForTimeout(300);
+    await two.context.setOffline(false);
+    await waitLive(two.page);
+    await waitQty(two.page, LAMP.sku, 0, 5000);
+    const [v1, v2] = await Promise.all([one.page, two.page].map((p) => p.evaluate(() => window.__cw.cart.version)));
+    assert(v1 === v2, `page 1 shows version ${v1}, page 2 version ${v2}`);
+  });
+
+  step("a server refusal over the WebSocket is shown in words", async () => {
+    // The lamp is withdrawn from sale; page 1 has not reloaded its catalog yet.
+    await api("DELETE", `/products/${LAMP.sku}`);
+    await one.page.click(`${card(LAMP.sku)} button.add`);
+    await one.page.waitForSelector("#notice:not([hidden])");
+    const text = await one.page.textContent("#notice-text");
+    assert(text === "Test lamp is no longer for sale.", `message: ${JSON.stringify(text)}`);
+    await one.page.click("#notice-close");
+  });
+
+  step("checkout shows CONFIRMED on both pages, and stock drops", async () => {
+    await one.page.click("#checkout");
+    await one.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 10000 });
+    const title = await one.page.textContent("#order-title");
+    assert(title === "Order confirmed", `title: ${title}`);
+    const detail = await one.page.textContent("#order-detail");
+    assert(/confirmed/.test(detail) && detail.includes("€42.48"), `detail: ${detail}`);
+    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 3000 });
+    assert(await two.page.isHidden("#checkout"), "page 2 still offers checkout of a checked-out cart");
+    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="8"]`, { timeout: 3000 });
+    await shot(one.page, "desktop-confirmed.png");
+  });
+
+  step("an oversell (qty above stock) ends in a readable message", async () => {
+    const before = cartIdOf(one.page.url());
+    await one.page.click("#new-cart");
+    await one.page.waitForFunction((old) => !location.hash.includes(old) && /#cart=/.test(location.hash), before);
+    await one.page.waitForSelector('#cart[data-status="OPEN"]');
+    await one.page.click(`${card(KETTLE.sku)} button.add`);
+    await waitQty(one.page, KETTLE.sku, 1);
+    await one.page.fill(`${line(KETTLE.sku)} .qty-input`, "5");
+    await one.page.press(`${line(KETTLE.sku)} .qty-input`, "Enter");
+    await waitQty(one.page, KETTLE.sku, 5);
+    const warn = await one.page.textContent(`${line(KETTLE.sku)} .line-warn`);
+    assert(/^Only 2 in stock\./.test(warn), `line warning: ${warn}`);
+    await one.page.click("#checkout");
+    await one.page.waitForSelector('#order[data-status="FAILED"]', { timeout: 10000 });
+    const detail = await one.page.textContent("#order-detail");
+    assert(
+      detail === "Not enough stock of Test kettle: you asked for 5, but only 2 are available.",
+      `failure shown as ${JSON.stringify(detail)}`,
+    );
+    const panel = await one.page.textContent("#cart");
+    assert(!/[{}]|insufficient_stock|"code"/.test(panel), `raw error text in the cart: ${panel}`);
+    await shot(one.page, "desktop-oversell.png");
+  });
+
+  step("versions shown only ever grew, and nothing broke the page", async () => {
+    for (const p of [one, two]) {
+      const versions = await p.page.evaluate(() => window.__cw.shownVersions);
+      const cartSwitches = [];
+      for (let i = 1; i < versions.length; i++) {
+        if (!(versions[i] > versions[i - 1])) cartSwitches.push(i);
+      }
+      // Page 1 switched to a new cart once (its versions restart at 1 there).
+      const allowed = p === one ? 1 : 0;
+      assert(cartSwitches.length <= allowed, `${p.name} showed versions ${versions.join(",")}`);
+      const csp = await p.page.evaluate(() => window.__cspViolations);
+      problems.push(...csp.map((v) => `${p.name}: CSP violation ${v}`));
+    }
+    assert(problems.length === 0, problems.join("\n"));
+  });
+
+  for (const { name, fn } of steps) {
+    if (failedAt) {
+      results.push({ name, status: "skipped" });
+      continue;
+    }
+    const t0 = performance.now();
+    try {
+      await fn();
+      const ms = Math.round(performance.now() - t0);
+      results.push({ name, status: "passed", ms });
+      log(`ok   ${name} (${ms} ms)`);
+    } catch (err) {
+      const ms = Math.round(performance.now() - t0);
+      failedAt = name;
+      results.push({ name, status: "failed", ms });
+      log(`FAIL ${name} (${ms} ms)\n${String(err?.stack ?? err).replace(/^/gm, "      ")}`);
+      for (const p of [one, two, phone]) {
+        if (!p) continue;
+        try {
+          const file = await shot(p.page, `failure-${p.name.replace(/\s+/g, "-")}.png`);
+          log(`  screenshot: ${file}`);
+          const html = await p.page.content();
+          await writeFile(path.join(artifactDir, `failure-${p.name.replace(/\s+/g, "-")}.html`), html);
+        } catch {
+          /* best effort */
+        }
+      }
+    }
+  }
+
+  await browser.close();
+  await rm(profileRoot, { recursive: true, force: true });
+}
+
+let crashed = null;
+try {
+  await main();
+} catch (err) {
+  crashed = err;
+  log(`crashed: ${err?.stack ?? err}`);
+}
+const passed = results.filter((r) => r.status === "passed").length;
+const failed = results.filter((r) => r.status === "failed").length + (crashed ? 1 : 0);
+const skipped = results.filter((r) => r.status === "skipped").length;
+log(`screenshots in ${path.resolve(artifactDir)}`);
+log(`total ${Math.round(performance.now() - runStart)} ms`);
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
