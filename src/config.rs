@@ -15,6 +15,8 @@ pub struct Cli {
 }
 
 /// The processes Cartwheel can run.
+// Parsed once at start; boxing the settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process for a laptop: a private nats-server (unless --nats-url
@@ -26,6 +28,9 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Inspect the cluster.
     Cluster(ClusterArgs),
+    /// Load generator: each scenario against its raw baseline (`scripts/bench` runs the
+    /// standard set).
+    Bench(cartwheel_bench::BenchArgs),
 }
 
 /// `cartwheel cluster …`.
@@ -96,12 +101,18 @@ pub enum AuthMode {
 /// Settings of an actor node.
 #[derive(Debug, Clone, Args)]
 pub struct NodeOpts {
-    /// Store of orders, products and inventory: `nats` (NATS KV, the default).
+    /// Store of orders, products and inventory: `nats` (NATS KV, the default) or a
+    /// MongoDB URI (`mongodb://host:27017/cartwheel?replicaSet=rs0`).
     #[arg(long, env = "CARTWHEEL_STORE", default_value = "nats")]
     pub store: String,
-    /// Store of carts: `nats` (NATS KV, the default).
+    /// Store of carts: `nats` (NATS KV, the default), a Redis URL
+    /// (`redis://host:6379/0`) or a MongoDB URI.
     #[arg(long, env = "CARTWHEEL_CART_STORE", default_value = "nats")]
     pub cart_store: String,
+    /// Seconds an untouched cart is kept in Redis (every write and load restarts the
+    /// clock); 0 keeps carts forever. Redis only.
+    #[arg(long, env = "CARTWHEEL_CART_TTL_SECS", default_value_t = 2_592_000)]
+    pub cart_ttl_secs: u64,
     /// Replicas of KV buckets and event streams (3 on a NATS cluster).
     #[arg(long, env = "CARTWHEEL_REPLICAS", default_value_t = 1)]
     pub replicas: usize,

@@ -32,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
             run::edge(args).await
         }
         Command::Cluster(args) => run::cluster(args).await,
+        Command::Bench(args) => cartwheel_bench::main(args).await,
     }
 }

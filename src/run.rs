@@ -10,7 +10,10 @@ use cartwheel_actors::{Ctx, Faults, Node, NodeSettings, RulesPayment};
 use cartwheel_api::Edge;
 use cartwheel_bus::events::StreamSettings;
 use cartwheel_bus::{BusClient, BusConfig, Names};
-use cartwheel_storage::kv::{self, KvSettings};
+use cartwheel_storage::kv::KvSettings;
+use cartwheel_storage::mongo::MongoSettings;
+use cartwheel_storage::redis::RedisSettings;
+use cartwheel_storage::select::{self, Backend, Selection};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -71,25 +74,10 @@ fn bus(nats: async_nats::Client, prefix: &str, partitions: u32) -> anyhow::Resul
 }
 
 async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::Result<Node> {
-    for (flag, value) in [
-        ("CARTWHEEL_STORE", &opts.store),
-        ("CARTWHEEL_CART_STORE", &opts.cart_store),
-    ] {
-        if value != "nats" {
-            bail!("{flag}={value} is not supported by this build: only `nats` (NATS KV) is");
-        }
-    }
     let js = async_nats::jetstream::new(bus.nats().clone());
-    let stores = kv::open(
-        &js,
-        bus.names(),
-        &KvSettings {
-            replicas: opts.replicas,
-            ..KvSettings::default()
-        },
-    )
-    .await
-    .context("opening the NATS KV store")?;
+    let stores = select::open(&js, bus.names(), &store_selection(opts)?)
+        .await
+        .context("opening storage")?;
     let ctx = Ctx {
         stores,
         bus,
@@ -117,6 +105,27 @@ async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::R
     Node::start(ctx, &streams)
         .await
         .context("starting the node")
+}
+
+/// Which backend keeps what (`CARTWHEEL_STORE`, `CARTWHEEL_CART_STORE`) and how.
+fn store_selection(opts: &NodeOpts) -> anyhow::Result<Selection> {
+    let main = Backend::parse(&opts.store, false)
+        .map_err(|e| anyhow::anyhow!("CARTWHEEL_STORE / --store: {e}"))?;
+    let carts = Backend::parse(&opts.cart_store, true)
+        .map_err(|e| anyhow::anyhow!("CARTWHEEL_CART_STORE / --cart-store: {e}"))?;
+    Ok(Selection {
+        main,
+        carts,
+        kv: KvSettings {
+            replicas: opts.replicas,
+            ..KvSettings::default()
+        },
+        mongo: MongoSettings::default(),
+        redis: RedisSettings {
+            idle_ttl: (opts.cart_ttl_secs > 0).then(|| Duration::from_secs(opts.cart_ttl_secs)),
+            ..RedisSettings::default()
+        },
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

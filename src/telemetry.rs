@@ -19,6 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use std::io::IsTerminal;
 
 /// Flushes exported spans when dropped (at the end of `main`).
 pub struct Telemetry {
@@ -65,7 +66,8 @@ pub fn init(format: LogFormat, otlp: Option<&str>, service: &str) -> anyhow::Res
 
     let logs = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,ractor=warn"));
-    let fmt = tracing_subscriber::fmt::layer();
+    // Colours only on a terminal: log files and collectors get plain text.
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.boxed(),
@@ -80,6 +82,9 @@ pub fn init(format: LogFormat, otlp: Option<&str>, service: &str) -> anyhow::Res
     if let Some(endpoint) = otlp {
         tracing::info!(endpoint = %traces_url(endpoint), "exporting traces over OTLP/HTTP");
     }
+    // The metrics recorder too, before anything records: until it is installed the
+    // `metrics` macros record nothing.
+    cartwheel_api::Metrics::global();
     Ok(Telemetry { provider })
 }
 

@@ -2,6 +2,8 @@
 //! and held by leases; nodes join, leave, die and pause, and every cart, order and sku
 //! keeps exactly one live actor.
 
+#![allow(clippy::unwrap_used)] // helpers of tests: a broken invariant should stop the test loudly
+
 mod common;
 
 use cartwheel_testkit::{NatsServer, wait_for};

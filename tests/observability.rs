@@ -164,7 +164,12 @@ async fn a_checkout_is_one_trace_from_the_edge_into_the_nodes_log() -> anyhow::R
         ],
     )
     .await?;
-    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    let edge = Proc::edge_with(
+        &nats.url(),
+        dir.path().join("edge.log"),
+        &[("RUST_LOG", "info,tower_http=debug")],
+    )
+    .await?;
     edge.wait_ready().await?;
     let api = edge.api();
     api.product("MUG", 1200, 5).await?;
@@ -195,7 +200,13 @@ async fn a_checkout_is_one_trace_from_the_edge_into_the_nodes_log() -> anyhow::R
             .all(|k| log.lines().any(|l| l.contains(&trace_id) && l.contains(k)))
     })
     .await
-    .with_context(|| node.child.log_contents())?;
+    .with_context(|| {
+        format!(
+            "trace {trace_id}\n{}\n---- edge ----\n{}",
+            node.child.log_contents(),
+            edge.child.log_contents()
+        )
+    })?;
     let log = std::fs::read_to_string(&log_path)?;
     assert!(
         log.lines()
@@ -205,6 +216,15 @@ async fn a_checkout_is_one_trace_from_the_edge_into_the_nodes_log() -> anyhow::R
     // A request without a traceparent starts a trace of its own.
     let (s, _) = api.get(&format!("/carts/{cart}")).await?;
     assert_eq!(s, 200);
+
+    // A separate edge process counts from its first request.
+    let text = scrape(&format!("{}/metrics", api.base)).await?;
+    let checkout = [r#"route="/carts/{id}/checkout""#, r#"status="201""#];
+    assert_eq!(
+        sample(&text, "cartwheel_http_requests_total", &checkout),
+        Some(1.0),
+        "{text}"
+    );
 
     // The node's own metrics listener.
     let text = scrape(&format!("http://{metrics_addr}/metrics")).await?;
@@ -287,10 +307,10 @@ async fn collector() -> anyhow::Result<(u16, Arc<Mutex<Vec<Vec<u8>>>>)> {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
-                if buf.starts_with(b"POST /v1/traces") {
-                    if let Ok(mut b) = keep.lock() {
-                        b.push(buf[head_end..].to_vec());
-                    }
+                if buf.starts_with(b"POST /v1/traces")
+                    && let Ok(mut b) = keep.lock()
+                {
+                    b.push(buf[head_end..].to_vec());
                 }
                 let _ = sock
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")

@@ -43,7 +43,10 @@ async fn a_change_through_one_edge_reaches_subscribers_of_another() -> anyhow::R
         .await?;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["cart"]["items"][0]["qty"], 3);
-    for ws in [&mut on_b1, &mut on_b2, &mut on_a] {
+    // on_b1 saw version 3 in its own reply; whether its push of 3 also comes depends on
+    // which arrives first (a push not newer than what the socket saw is dropped), so only
+    // the other subscribers are waited on.
+    for ws in [&mut on_b2, &mut on_a] {
         let p = ws.push_at_least(&cart, 3).await?;
         assert_eq!(p["cart"]["items"][0]["qty"], 3);
     }

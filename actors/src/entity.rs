@@ -18,6 +18,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The rules of one kind of entity, plugged into [`EntityActor`].
 pub trait Behavior: Send + Sync + Sized + 'static {
@@ -154,20 +155,51 @@ impl<B: Behavior> Actor for EntityActor<B> {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // The lease fence, again at the actor: a command queued before this node lost the
+        // partition (paused past its lease) or a saga step it scheduled must have no
+        // effect anywhere — the new owner has taken over and resumes from storage.
+        let partition =
+            cartwheel_bus::names::partition(&state.id, self.ctx.bus.config().partitions);
+        if !self.ctx.guard.holds(partition) {
+            if let EntityMsg::Command { reply, .. } = msg {
+                let _ = reply.send(crate::persist::encode_error(
+                    &cartwheel_bus::ApiError::unavailable(format!(
+                        "partition {partition} is no longer held by this node; retry"
+                    )),
+                ));
+            }
+            return Ok(());
+        }
         let span = match &msg {
             EntityMsg::Command { span, .. } => span.clone(),
             EntityMsg::Internal(_) => tracing::Span::none(),
         };
         if state.loaded.is_none() {
-            // A load failure fails the actor; the reply port of `msg` is dropped with it
-            // and the host answers `unavailable`.
             let started = std::time::Instant::now();
-            let loaded = B::load(&self.ctx, &state.id)
-                .instrument(tracing::info_span!(parent: &span, "storage", op = "load"))
-                .await;
+            let loaded = Box::pin(
+                B::load(&self.ctx, &state.id)
+                    .instrument(tracing::info_span!(parent: &span, "storage", op = "load")),
+            )
+            .await;
             crate::persist::record_storage(B::KIND.as_str(), "load", started, loaded.is_ok());
-            let mut loaded = loaded?;
-            B::activated(&self.ctx, &myself, &mut loaded).await;
+            let mut loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    return match msg {
+                        // Answered with the storage error (`unavailable` while the store
+                        // is down, not the `internal` of a dropped reply port); the actor
+                        // stays unloaded and the next message tries the load again.
+                        EntityMsg::Command { reply, .. } => {
+                            let error = crate::persist::store_error(&e);
+                            let _ = reply.send(crate::persist::encode_error(&error));
+                            Ok(())
+                        }
+                        // Nothing waits for an internal message: fail, restart from storage.
+                        EntityMsg::Internal(_) => Err(e.into()),
+                    };
+                }
+            };
+            Box::pin(B::activated(&self.ctx, &myself, &mut loaded)).await;
             state.loaded = Some(loaded);
         }
         let Some(loaded) = state.loaded.as_mut() else {
@@ -181,16 +213,19 @@ impl<B: Behavior> Actor for EntityActor<B> {
                 span,
             } => {
                 let started = std::time::Instant::now();
-                let handled = B::handle(
-                    &self.ctx,
-                    &myself,
-                    &state.id,
-                    loaded,
-                    cmd,
-                    &request_id,
-                    reply,
-                )
-                .instrument(span.clone())
+                let handled = Box::pin(cartwheel_bus::headers::in_trace(
+                    span.context(),
+                    B::handle(
+                        &self.ctx,
+                        &myself,
+                        &state.id,
+                        loaded,
+                        cmd,
+                        &request_id,
+                        reply,
+                    )
+                    .instrument(span.clone()),
+                ))
                 .await;
                 span.in_scope(|| {
                     tracing::debug!(
@@ -201,7 +236,9 @@ impl<B: Behavior> Actor for EntityActor<B> {
                 });
                 handled
             }
-            EntityMsg::Internal(m) => B::internal(&self.ctx, &myself, &state.id, loaded, m).await,
+            EntityMsg::Internal(m) => {
+                Box::pin(B::internal(&self.ctx, &myself, &state.id, loaded, m)).await
+            }
         };
         state.busy.store(B::busy(loaded), Ordering::Relaxed);
         result

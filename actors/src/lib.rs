@@ -11,6 +11,7 @@
 //!   that persist (compare-and-set) before replying and publish events afterwards.
 //! * [`payment`]: the payment port of the checkout saga.
 //! * [`query`]: product and order lists answered from storage by any node.
+//! * [`discovery`]: the node's registration with the NATS services API.
 //!
 //! This crate never imports axum and never parses HTTP.
 

@@ -130,6 +130,9 @@ impl Edge {
                 "request_timeout should exceed checkout_wait"
             );
         }
+        // Installs the process's recorder if nobody did yet, so requests are counted
+        // from the first one.
+        Metrics::global();
         Edge {
             state: AppState::new(bus, config),
         }

@@ -69,7 +69,8 @@ pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
     if let Some(trace_id) = span.in_scope(headers::current_trace_id) {
         span.record("trace_id", trace_id.as_str());
     }
-    let res = next.run(req).instrument(span).await;
+    let cx = span.context();
+    let res = headers::in_trace(cx, next.run(req).instrument(span)).await;
     let mut res = error::finish(res, &rid);
     if let Ok(v) = HeaderValue::from_str(&rid) {
         res.headers_mut().insert(X_REQUEST_ID, v);

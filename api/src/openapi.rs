@@ -11,7 +11,6 @@
 
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -159,7 +158,7 @@ fn json(body: String) -> Response {
 }
 
 /// The API reference page; the document and the script come from this edge.
-async fn page(State(_state): State<AppState>) -> Html<String> {
+async fn page() -> Html<String> {
     let config = serde_json::json!({
         "url": "/openapi.json",
         "withDefaultFonts": false,

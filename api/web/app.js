@@ -799,7 +799,11 @@ function showOrder(order, focus) {
   if (!order || !order.id) return;
   if (state.cart && order.cart_id !== state.cart.id) return;
   const shown = state.order;
-  if (shown && shown.id === order.id && shown.version > order.version) return;
+  if (shown && shown.id === order.id && shown.version >= order.version) {
+    // Already on screen (the push and the checkout reply both bring it): never go back.
+    if (focus) $("order-title").focus();
+    return;
+  }
   state.order = order;
   renderOrder(focus);
   clearTimeout(state.orderTimer);
@@ -821,8 +825,10 @@ function pollOrder(orderId, attempt) {
         showOrder(body, false);
         return;
       }
-      state.order = body;
-      renderOrder(false);
+      if (body.version >= (state.order?.version ?? 0)) {
+        state.order = body;
+        renderOrder(false);
+      }
     } catch {
       /* keep polling */
     }

@@ -36,11 +36,30 @@ pub fn request_id(headers: Option<&HeaderMap>) -> Option<String> {
 /// propagator. Writes nothing when no OpenTelemetry layer is installed (tests) or the
 /// span is not sampled into a trace.
 pub fn inject_trace_context(headers: &mut HeaderMap) {
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
+    let mut cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        // The current span is not one the trace layer sees (another crate's debug span,
+        // say): fall back to the trace this task is working for, if any.
+        if let Ok(scoped) = TRACE.try_with(Clone::clone) {
+            cx = scoped;
+        }
+    }
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut NatsInjector(headers));
     });
+}
+
+tokio::task_local! {
+    /// The trace a task works for, set by [`in_trace`].
+    static TRACE: opentelemetry::Context;
+}
+
+/// Runs `work` as part of the trace `cx`: requests it sends carry `cx` even when the
+/// span current at that point is not seen by the trace layer.
+pub async fn in_trace<F: std::future::Future>(cx: opentelemetry::Context, work: F) -> F::Output {
+    TRACE.scope(cx, work).await
 }
 
 /// The trace context carried by a message's headers (an empty context when it has none),

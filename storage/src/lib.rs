@@ -8,6 +8,7 @@
 //!   embedded default, so NATS is the only dependency), and for production [`mongo`]
 //!   (orders, products, inventory) and [`redis`] (carts). A [`Stores`] bundle may mix them.
 //!   Every backend passes the same conformance suite (`storage/tests/conformance`).
+//!   [`select`] opens the mix a node's configuration names.
 //!
 //! A stored document is a [`Record`]: the entity's state plus its *outbox*, the events of
 //! the change that produced it. The events are stored with the state in one write, so an
@@ -24,6 +25,7 @@ pub mod mongo;
 pub mod query;
 mod redact;
 pub mod redis;
+pub mod select;
 
 use async_trait::async_trait;
 use cartwheel_bus::messages::{CatalogQuery, OrdersQuery, Page};

@@ -1,7 +1,7 @@
 //! The Redis backend: carts for production deployments.
 //!
 //! * **Layout.** One hash per entity at key `{bucket}:{id}` (the bucket named by
-//!   [`Names`], e.g. `cw_carts:3f2a…`) with two fields: `rev`, the write counter, and
+//!   [`Names`](cartwheel_bus::names::Names), e.g. `cw_carts:3f2a…`) with two fields: `rev`, the write counter, and
 //!   `doc`, the [`Record`] as JSON — readable with `redis-cli HGETALL`. A field added to a
 //!   domain struct later with `#[serde(default)]` still reads old documents.
 //! * **Revisions and compare-and-set.** Lua scripts, which Redis runs atomically: `create`
@@ -22,7 +22,7 @@
 //!   of acknowledged cart writes; a crash of the Redis process alone loses nothing.
 //! * **Lists.** Carts need none. So that the whole conformance suite runs on this backend,
 //!   [`CatalogIndex`](crate::CatalogIndex) and [`OrderIndex`](crate::OrderIndex) are
-//!   answered by scanning (see [`index`]), like the NATS KV backend: fine for tests and
+//!   answered by scanning (`redis/index.rs`), like the NATS KV backend: fine for tests and
 //!   small data, not what orders and products should use in production (MongoDB).
 //! * **Errors and timeouts.** A [`ConnectionManager`] reconnects by itself after the server
 //!   goes away; every call is bounded by [`RedisSettings::timeout`], so while the server is
@@ -305,6 +305,28 @@ impl<T> RedisStore<T> {
         })
     }
 
+    /// Like [`RedisStore::call`], for reads (which may run twice): a read that fails
+    /// because the connection died under an idle client (the server restarted meanwhile)
+    /// is sent once more, on the new connection the manager opens. Writes are never sent
+    /// twice: after such a failure their outcome is unknown, and the caller decides.
+    async fn read<R, Fut>(
+        &self,
+        doing: &str,
+        id: &str,
+        op: impl Fn() -> Fut,
+    ) -> Result<R, StoreError>
+    where
+        Fut: Future<Output = ::redis::RedisResult<R>>,
+    {
+        self.call(doing, id, async {
+            match op().await {
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => op().await,
+                other => other,
+            }
+        })
+        .await
+    }
+
     /// Runs one call within the timeout, mapping every failure to `Unavailable`.
     async fn call<R>(
         &self,
@@ -332,16 +354,13 @@ where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     async fn load(&self, id: &str) -> Result<Option<Versioned<T>>, StoreError> {
-        let mut conn = self.conn.clone();
+        let (key, ttl) = (self.key(id), self.ttl_ms());
         let (rev, doc): (Option<u64>, Option<Vec<u8>>) = self
-            .call(
-                "reading",
-                id,
-                LOAD_SCRIPT
-                    .key(self.key(id))
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut conn),
-            )
+            .read("reading", id, || {
+                let mut conn = self.conn.clone();
+                let (key, ttl) = (key.clone(), ttl);
+                async move { LOAD_SCRIPT.key(key).arg(ttl).invoke_async(&mut conn).await }
+            })
             .await?;
         match (rev, doc) {
             (Some(revision), Some(doc)) => {
@@ -414,23 +433,21 @@ where
 impl<T> RedisStore<T> {
     /// Every id under the prefix, sorted, by `SCAN` (which does not block the server).
     async fn scan_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
         let pattern = format!("{}*", self.prefix);
         let mut cursor: u64 = 0;
         let mut ids = Vec::new();
         loop {
             let (next, keys): (u64, Vec<String>) = self
-                .call(
-                    "listing",
-                    "*",
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
+                .read("listing", "*", || {
+                    let mut conn = self.conn.clone();
+                    let mut scan = ::redis::cmd("SCAN");
+                    scan.arg(cursor)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .query_async(&mut conn),
-                )
+                        .arg(SCAN_COUNT);
+                    async move { scan.query_async(&mut conn).await }
+                })
                 .await?;
             ids.extend(
                 keys.into_iter()

@@ -279,3 +279,21 @@ async fn redis_documents_are_one_readable_hash_per_cart() -> anyhow::Result<()> 
     ensure!(doc["outbox"].as_array().is_some_and(Vec::is_empty));
     Ok(())
 }
+
+/// A client that was idle while the server restarted does not fail its first read: the
+/// read finds the old connection dead and is sent again on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_idle_client_reads_at_once_after_a_server_restart() -> anyhow::Result<()> {
+    let mut server = RedisServer::start().await?;
+    let redis = Redis::open(&server.url(), &RedisSettings::default()).await?;
+    let carts = redis.store::<Cart>(&fresh_names().carts_bucket());
+    let record = Record::new(fixtures::cart("cart-1", "user-1"));
+    let revision = carts.create("cart-1", &record).await?;
+
+    server.kill()?;
+    server.restart().await?;
+    let loaded = carts.load("cart-1").await?.context("lost")?;
+    assert_eq!((loaded.record, loaded.revision), (record, revision));
+    assert_eq!(carts.ids().await?, ["cart-1"]);
+    Ok(())
+}

@@ -11,7 +11,7 @@
 // "N passed, N failed". CARTWHEEL_CHROMIUM overrides the browser binary.
 
 import { chromium } from "playwright-core";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 const [base, artifactDir] = process.argv.slice(2);
@@ -137,6 +137,10 @@ function cartIdOf(url) {
 
 async function main() {
   await mkdir(artifactDir, { recursive: true });
+  for (const old of await readdir(artifactDir)) {
+    // Leftovers of an earlier run: its browser profile and failure shots.
+    if (/^profile-|^failure-/.test(old)) await rm(path.join(artifactDir, old), { recursive: true, force: true });
+  }
   // A fresh profile directory (Playwright creates its --user-data-dir under TMPDIR).
   const profileRoot = await mkdtemp(path.join(artifactDir, "profile-"));
   process.env.TMPDIR = profileRoot;
@@ -284,7 +288,7 @@ async function main() {
     }
     assert(order.status === "CONFIRMED", `other shopper's order: ${order.status}`);
     const t0 = performance.now();
-    await one.page.waitForSelector(`${card(CANDLE.sku)} .stock[data-available="3"]`, { timeout: 4000 });
+    await one.page.waitForSelector(`${card(CANDLE.sku)} .stock[data-available="3"]`, { timeout: 6000 });
     log(`  stock change seen after ${Math.round(performance.now() - t0)} ms`);
   });
 

@@ -13,8 +13,14 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cartwheel")
+pub fn bin() -> String {
+    if let Ok(b) = std::env::var("CARTWHEEL_BIN") {
+        return b;
+    }
+    // Set by cargo for integration tests; examples (scripts/chaos) use the release build.
+    option_env!("CARGO_BIN_EXE_cartwheel")
+        .unwrap_or("target/release/cartwheel")
+        .to_string()
 }
 
 /// How long any single wait in a test may take.

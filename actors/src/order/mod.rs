@@ -346,7 +346,12 @@ impl Behavior for OrderBehavior {
                         span.record("trace_id", t.as_str());
                     }
                 }
-                saga::step(ctx, me, id, state).instrument(span).await;
+                let cx = span.context();
+                cartwheel_bus::headers::in_trace(
+                    cx,
+                    saga::step(ctx, me, id, state).instrument(span),
+                )
+                .await;
                 if state.settled() {
                     state.trace = None;
                 }

@@ -26,6 +26,8 @@ use std::time::Duration;
 /// First retry delay of a failed cleanup step.
 pub const MIN_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How long the reserve step keeps retrying transient failures before failing the order.
+const RESERVE_PATIENCE_MS: i64 = 30_000;
 
 fn transient(e: &BusError) -> bool {
     matches!(
@@ -140,6 +142,20 @@ pub async fn step(
                 async move { ctx.bus.stock(&line.sku, &cmd, rid).await.map(|_| ()) }
             });
             let results = join_all(futs).await;
+            // A sku whose partition is moving (or a node that died) answers `unavailable`
+            // or not at all: retry the whole step (reserve is idempotent per order) for a
+            // while before giving up, so a failover does not fail the orders it touches.
+            let only_transient = results
+                .iter()
+                .all(|r| r.as_ref().err().is_none_or(transient));
+            let young = ctx.now().millis() - order.created_at.millis() < RESERVE_PATIENCE_MS;
+            if only_transient && results.iter().any(Result::is_err) && young {
+                let delay = state.retry_delay;
+                state.retry_delay = (delay * 2).min(MAX_RETRY);
+                me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
+                state.advance_queued = true;
+                return;
+            }
             let failure = results.iter().zip(&order.items).find_map(|(r, line)| {
                 r.as_ref().err().map(|e| match e {
                     BusError::Remote(api) => format!("{}: {}", api.code, api.message),

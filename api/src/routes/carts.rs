@@ -107,7 +107,7 @@ async fn create(
 
 /// Read a cart.
 #[utoipa::path(get, path = "/carts/{id}", tag = "carts",
-    params(("id" = String, Path, description = "cart id")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn read(
@@ -128,7 +128,7 @@ async fn read(
 
 /// Add units of a sku (adds to an existing line).
 #[utoipa::path(post, path = "/carts/{id}/items", tag = "carts", request_body = AddItem,
-    params(("id" = String, Path, description = "cart id")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn add_item(
@@ -150,7 +150,7 @@ async fn add_item(
 
 /// Set a line's quantity (0 removes the line).
 #[utoipa::path(patch, path = "/carts/{id}/items/{sku}", tag = "carts", request_body = SetQty,
-    params(("id" = String, Path, description = "cart id"), ("sku" = String, Path, description = "product")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn set_qty(
@@ -172,7 +172,7 @@ async fn set_qty(
 
 /// Remove a line.
 #[utoipa::path(delete, path = "/carts/{id}/items/{sku}", tag = "carts",
-    params(("id" = String, Path, description = "cart id"), ("sku" = String, Path, description = "product")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn remove_item(
@@ -197,7 +197,7 @@ async fn remove_item(
 /// * `200 OK`: the key was used before on this cart; the answer is that same order, in
 ///   whatever state it is now.
 #[utoipa::path(post, path = "/carts/{id}/checkout", tag = "carts",
-    params(("id" = String, Path, description = "cart id"),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("Idempotency-Key" = String, Header, description = "the same key again answers the same order")),
     responses(
         (status = 201, description = "placed; the saga settled", body = Order),

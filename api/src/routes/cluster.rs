@@ -48,7 +48,7 @@ async fn status(
 /// Where an entity lives right now: `{"kind","id","partition","node"}` (admin when auth
 /// is on).
 #[utoipa::path(get, path = "/cluster/locate/{kind}/{id}", tag = "operations",
-    params(("kind" = String, Path, description = "cart, order or inventory"), ("id" = String, Path, description = "entity id")),
+    params(("kind" = String, Path, description = "cart, order or inventory"), ("id" = String, Path, description = "entity id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the entity's partition and node", content_type = "application/json"), Errors),
     security(("bearer" = [])))]
 async fn locate(

@@ -37,7 +37,7 @@ pub(crate) struct Adjust {
 
 /// Set stock on hand (admin).
 #[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory", request_body = SetStock,
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the stock", body = InventoryView), Errors),
     security(("bearer" = [])))]
 async fn set(
@@ -57,7 +57,7 @@ async fn set(
 
 /// Add to or take from stock on hand (admin); never below what is reserved.
 #[utoipa::path(post, path = "/inventory/{sku}/adjust", tag = "inventory", request_body = Adjust,
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the stock", body = InventoryView), Errors),
     security(("bearer" = [])))]
 async fn adjust(
@@ -78,7 +78,7 @@ async fn adjust(
 
 /// Read stock (public).
 #[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the stock", body = InventoryView), Errors),
     security(()))]
 async fn read(

@@ -87,7 +87,7 @@ async fn list(
 
 /// Read an order.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "order id")),
+    params(("id" = String, Path, description = "order id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the order", body = Order), Errors),
     security(("bearer" = [])))]
 async fn read(
@@ -108,7 +108,7 @@ async fn read(
 
 /// Cancel a confirmed order; its stock is returned.
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "order id")),
+    params(("id" = String, Path, description = "order id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the cancelled order", body = Order), Errors),
     security(("bearer" = [])))]
 async fn cancel(
@@ -129,7 +129,7 @@ async fn cancel(
 
 /// Move an order to a status through a legal transition (admin).
 #[utoipa::path(put, path = "/orders/{id}/status", tag = "orders", request_body = SetStatus,
-    params(("id" = String, Path, description = "order id")),
+    params(("id" = String, Path, description = "order id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the order", body = Order), Errors),
     security(("bearer" = [])))]
 async fn set_status(

@@ -91,7 +91,7 @@ async fn list(
 
 /// Read a product (public).
 #[utoipa::path(get, path = "/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the product", body = Product), Errors),
     security(()))]
 async fn read(
@@ -110,7 +110,7 @@ async fn read(
 /// Replace a product (admin). The body may omit `sku` (the path names it); if it has
 /// one, it must equal the path's.
 #[utoipa::path(put, path = "/products/{sku}", tag = "catalog", request_body = ProductDraft,
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the product", body = Product), Errors),
     security(("bearer" = [])))]
 async fn replace(
@@ -148,7 +148,7 @@ async fn replace(
 
 /// Deactivate a product (admin): it stays, not for sale.
 #[utoipa::path(delete, path = "/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "product")),
+    params(("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, description = "the deactivated product", body = Product), Errors),
     security(("bearer" = [])))]
 async fn deactivate(

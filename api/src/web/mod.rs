@@ -71,7 +71,7 @@ const REVALIDATE: &str = "no-cache";
 
 /// The policy of the page, before `connect-src`'s WebSocket origins are added.
 const CSP_BASE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     img-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
 /// What is computed once from the embedded files.

@@ -117,6 +117,9 @@ enum RawOp {
 
 /// Parses and validates a text frame. On failure, answers the error with whatever `id`
 /// could be read (`null` otherwise).
+// The error carries the echo id with the error; it is returned once per bad frame, so
+// its size does not matter.
+#[allow(clippy::result_large_err)]
 pub fn parse(text: &str) -> Result<Request, (Value, AppError)> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         (

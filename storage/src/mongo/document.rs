@@ -16,7 +16,7 @@
 //! struct is stored without touching this module, and a field added later with
 //! `#[serde(default)]` still reads old documents. Integers stay integers (money is minor
 //! units in an `Int64`). The one thing serde cannot know is which strings are instants:
-//! [`Timestamp`](cartwheel_domain::Timestamp) serializes as an RFC 3339 string for JSON
+//! [`Timestamp`] serializes as an RFC 3339 string for JSON
 //! and MessagePack. So every entity names the paths of its instants ([`MongoEntity::DATES`](super::MongoEntity::DATES)),
 //! and those strings become BSON dates on the way in. On the way out, every BSON date
 //! (only this module writes them) becomes the RFC 3339 string again before serde reads
@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn paths_reach_nested_fields_map_values_and_array_elements() {
-        let t = "2026-01-01T00:00:00.250Z";
+        let t = Timestamp(1_767_225_600_250).to_string();
+        let t = t.as_str();
         let mut d = doc! {
             "at": t,
             "none": Bson::Null,

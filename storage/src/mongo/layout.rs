@@ -1,7 +1,7 @@
 //! What each entity kind looks like in MongoDB: where its instants are, which indexes its
 //! collection has, and how durable its writes are.
 //!
-//! Every collection is written with `w: "majority", j: true` ([`write_concern`]).
+//! Every collection is written with `w: "majority", j: true` (see `write_concern`).
 //!
 //! Indexes serve exactly the queries of [`crate::query`] (filters, then the sort key as the
 //! last index field, so a page is an index range scan with no in-memory sort) plus the

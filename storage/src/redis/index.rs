@@ -21,9 +21,12 @@ impl<T: DeserializeOwned> RedisStore<T> {
         for id in ids {
             pipe.hget(self.key(id), "doc");
         }
-        let mut conn = self.conn.clone();
         let docs: Vec<Option<Vec<u8>>> = self
-            .call("scanning", "*", pipe.query_async(&mut conn))
+            .read("scanning", "*", || {
+                let mut conn = self.conn.clone();
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut conn).await }
+            })
             .await?;
         ids.iter()
             .zip(docs)

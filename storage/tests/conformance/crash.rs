@@ -200,7 +200,10 @@ pub async fn calls_fail_fast_while_the_server_is_down_and_recover(
         fails_fast("a product list", s.catalog.list_products(&products)),
         fails_fast("an order list", s.order_index.list_orders(&orders)),
     );
-    load.and(update).and(create).and(product_list).and(order_list)?;
+    load.and(update)
+        .and(create)
+        .and(product_list)
+        .and(order_list)?;
 
     server.restart().await?;
     recovered(&s, "cart-1").await?;

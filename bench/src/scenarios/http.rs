@@ -1,0 +1,108 @@
+//! `http`: an axum endpoint doing one NATS echo request (the edge limit, served by the
+//! bench itself) vs `POST /carts/{id}/items` and `GET /carts/{id}` on the real edge, over
+//! many carts, all with the same HTTP client and concurrency.
+
+use super::Ctx;
+use super::bus::pick;
+use crate::client::Http;
+use crate::load;
+use crate::raw::{EchoResponder, RawEdge};
+use crate::report::{Ratio, ScenarioReport};
+use reqwest::Method;
+use std::sync::Arc;
+
+/// Runs the scenario.
+pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
+    let skus = ctx.products_http("hs", 10).await?;
+    let carts = ctx.carts_http(ctx.args.carts.max(1)).await?;
+
+    let responder_conn = ctx.connect_nats().await?;
+    let responder = EchoResponder::start(&responder_conn, &format!("{}h", ctx.run_id)).await?;
+    let raw = RawEdge::start(ctx.connect_nats().await?, responder.subject.clone()).await?;
+    let raw_http = Http::new(&raw.base())?;
+    let body = format!(r#"{{"sku":"{}","qty":1}}"#, skus[0]);
+    let echo = load::run(
+        &ctx.spec(
+            "axum-nats-echo",
+            "baseline",
+            "POST /echo on an axum server in the bench: one NATS request to the echo responder per HTTP request",
+        ),
+        ctx.workers(|_| raw_http.clone()),
+        move |http, _| {
+            let body = body.clone();
+            async move {
+                let r = http
+                    .expect(Method::POST, "/echo", Some(body), &[], 200)
+                    .await
+                    .map(|_| ());
+                (http, r)
+            }
+        },
+    )
+    .await;
+    drop(raw);
+    drop(responder);
+
+    let (carts, skus) = (Arc::new(carts), Arc::new(skus));
+    let (c, s) = (carts.clone(), skus.clone());
+    let add = load::run(
+        &ctx.spec(
+            "http-add-item",
+            "system",
+            "POST /carts/{id}/items {sku, qty: 1} on the edge, round-robin over the carts",
+        ),
+        ctx.workers(|_| ctx.http.clone()),
+        move |http, seq| {
+            let (carts, skus) = (c.clone(), s.clone());
+            async move {
+                let (cart, sku) = pick(&carts, &skus, seq);
+                let body = format!(r#"{{"sku":"{sku}","qty":1}}"#);
+                let r = http
+                    .expect(
+                        Method::POST,
+                        &format!("/carts/{cart}/items"),
+                        Some(body),
+                        &[],
+                        200,
+                    )
+                    .await
+                    .map(|_| ());
+                (http, r)
+            }
+        },
+    )
+    .await;
+    let c = carts.clone();
+    let get = load::run(
+        &ctx.spec(
+            "http-get-cart",
+            "system",
+            "GET /carts/{id} on the edge, round-robin over the carts",
+        ),
+        ctx.workers(|_| ctx.http.clone()),
+        move |http, seq| {
+            let carts = c.clone();
+            async move {
+                let cart = &carts[(seq % carts.len() as u64) as usize];
+                let r = http
+                    .expect(Method::GET, &format!("/carts/{cart}"), None, &[], 200)
+                    .await
+                    .map(|_| ());
+                (http, r)
+            }
+        },
+    )
+    .await;
+    Ok(ScenarioReport {
+        name: "http".into(),
+        ratios: vec![
+            Ratio::throughput(&add, &echo),
+            Ratio::p99(&add, &echo),
+            Ratio::throughput(&get, &echo),
+            Ratio::p99(&get, &echo),
+        ],
+        measurements: vec![echo, add, get],
+        live_carts: None,
+        notes: vec![],
+    })
+}
