@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 
 const TTL_MS: &str = "2000";
 
+/// These tests each run several node processes under load; on a 2-core machine running
+/// them at once starves every one of them. One at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 enum DirRef {
     Kept(std::path::PathBuf),
     Temp(tempfile::TempDir),
@@ -98,6 +102,7 @@ async fn owner_of(api: &Api, kind: &str, id: &str) -> anyhow::Result<Option<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joining_node_takes_a_fair_share_under_load_and_a_leaving_one_hands_over()
 -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
     if std::env::var("CW_KEEP").is_ok() {
@@ -349,16 +354,19 @@ async fn contended_checkouts(kill_owner: bool) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_checkouts_against_stock_100_on_three_nodes() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     contended_checkouts(false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_with_kill_9_of_the_skus_owner_mid_run() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     contended_checkouts(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_paused_past_its_lease_writes_nothing_after_it_resumes() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
     let a = node(&nats, dir.path(), "pa").await?;
@@ -426,6 +434,7 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_it_resumes() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_three_server_nats_cluster_losing_a_server_loses_nothing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut nats = cartwheel_testkit::NatsCluster::start(3).await?;
     let urls = nats.urls();
     let dir = tempfile::tempdir()?;
