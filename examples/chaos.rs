@@ -268,8 +268,19 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Every saga finished its cleanup too (a FAILED order releases what it held).
+    // Every saga finished its cleanup too (a FAILED order releases what it held); cleanup
+    // steps retry with backoff, so give them a moment.
     let mut unfinished = Vec::new();
+    for _ in 0..60 {
+        let (_, f) = api.get("/orders?status=FAILED&limit=200").await?;
+        let busy = f["items"]
+            .as_array()
+            .is_some_and(|xs| xs.iter().any(|o| o["saga_step"] != "done"));
+        if !busy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for status in ["FAILED", "CONFIRMED"] {
         let mut cursor = String::new();
         loop {

@@ -299,25 +299,23 @@ async fn contended_checkouts(kill_owner: bool) -> anyhow::Result<()> {
             if let Some(p) = nodes.get_mut(&victim) {
                 p.child.kill9()?;
             }
-            Ok::<_, anyhow::Error>(Instant::now())
-        };
-        let (results, killed_at) = tokio::join!(run, killer);
-        let killed_at = killed_at?;
-        // Failover: the sku answers again once a survivor holds its partition.
-        let back = async {
+            let killed_at = Instant::now();
+            // Failover: until a survivor holds the sku's partition and answers for it.
             wait_for("sku served again", WAIT, || async {
                 owner_of(&api, "inventory", "HOT")
                     .await
                     .ok()
                     .flatten()
                     .is_some_and(|o| o != victim)
+                    && matches!(api.get("/inventory/HOT").await, Ok((200, _)))
             })
-            .await
+            .await?;
+            Ok::<_, anyhow::Error>(killed_at.elapsed())
         };
-        back.await?;
+        let (results, failover) = tokio::join!(run, killer);
         eprintln!(
-            "failover of {victim}: new owner after {:?}",
-            killed_at.elapsed()
+            "failover of {victim}: sku served again after {:?}",
+            failover?
         );
         results?
     } else {

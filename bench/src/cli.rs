@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// Pid of the node process, for its resident memory (live-carts).
     #[arg(long)]
     pub node_pid: Option<u32>,
+    /// A process to charge CPU time to, as `name=pid` (repeatable; e.g. `node=123`,
+    /// `edge=124`, `nats=125`): each measurement reports CPU µs per operation of each.
+    #[arg(long, value_parser = parse_pid)]
+    pub pid: Vec<(String, u32)>,
     /// The durability mode of the NATS server, recorded with every figure (`default`:
     /// fsync every 2 minutes; `always`: fsync every write).
     #[arg(long, default_value = "unknown")]
@@ -169,6 +173,18 @@ impl RunArgs {
     }
 }
 
+/// Parses `name=pid`.
+pub fn parse_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected name=pid, got {s:?}"))?;
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a pid: {pid:?}"))?;
+    Ok((name.trim().to_owned(), pid))
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -205,6 +221,8 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_pid("node=42"), Ok(("node".to_owned(), 42)));
+        assert!(parse_pid("42").is_err());
     }
 
     #[test]

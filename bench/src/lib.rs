@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cpu;
 pub mod load;
 pub mod raw;
 pub mod report;

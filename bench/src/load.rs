@@ -10,6 +10,7 @@
 //!
 //! The driver knows nothing about Cartwheel.
 
+use crate::cpu;
 use crate::stats::{ErrorCounts, Latencies, LoadMode, Measurement};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -40,6 +41,8 @@ pub struct LoadSpec {
     pub max_ops: Option<u64>,
     /// Print a progress line while running.
     pub progress: bool,
+    /// Processes whose CPU time is charged to the measured window (`node`, `edge`, …).
+    pub procs: Vec<(String, u32)>,
 }
 
 /// How long the driver waits for operations still in flight when time is up.
@@ -129,6 +132,13 @@ where
         ))
     });
     let op = Arc::new(op);
+    let cpu_start = {
+        let (procs, at) = (spec.procs.clone(), shared.measure_from);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            cpu::sample(&procs)
+        })
+    };
     let tally = match spec.load {
         LoadMode::Closed => closed(shared.clone(), resources, op).await,
         LoadMode::Open { rate } => open(shared.clone(), resources, op, rate).await,
@@ -139,6 +149,7 @@ where
     }
     // Throughput counts what succeeded in the measured window over the window's length
     // (shorter when a bounded count ran out first).
+    let cpu_end = cpu::sample(&spec.procs);
     let window_end = Instant::now().min(shared.end);
     let seconds = window_end
         .saturating_duration_since(shared.measure_from)
@@ -146,6 +157,8 @@ where
         .max(1e-3);
     let ok = tally.lat.len();
     let errors = tally.errors.total();
+    let cpu_start = cpu_start.await.unwrap_or_default();
+    let cpu_us_per_op = cpu::per_op(&cpu_start, &cpu_end, ok);
     Measurement {
         name: spec.name.clone(),
         kind: spec.kind.to_owned(),
@@ -158,6 +171,7 @@ where
         errors_by_kind: tally.errors.into_map(),
         throughput: (ok as f64 / seconds * 10.0).round() / 10.0,
         latency: tally.lat.summary(),
+        cpu_us_per_op,
     }
 }
 
@@ -288,6 +302,7 @@ mod tests {
             load,
             max_ops,
             progress: false,
+            procs: vec![],
         }
     }
 

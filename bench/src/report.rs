@@ -311,9 +311,9 @@ pub fn markdown(runs: &[RunReport], command: Option<&str>, notes: &[String]) -> 
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| scenario | measurement | fsync | load | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |"
+        "| scenario | measurement | fsync | load | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/op |"
     );
-    let _ = writeln!(out, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|");
     for r in runs {
         for s in &r.scenarios {
             for m in &s.measurements {
@@ -333,9 +333,14 @@ pub fn markdown(runs: &[RunReport], command: Option<&str>, notes: &[String]) -> 
                         .collect();
                     format!("{} ({})", m.errors, kinds.join(", "))
                 };
+                let cpu: Vec<String> = m
+                    .cpu_us_per_op
+                    .iter()
+                    .map(|(p, us)| format!("{p} {us:.0}"))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                     s.name,
                     name,
                     r.durability,
@@ -346,7 +351,8 @@ pub fn markdown(runs: &[RunReport], command: Option<&str>, notes: &[String]) -> 
                     ms(l.p99_us),
                     ms(l.p999_us),
                     ms(l.max_us),
-                    errors
+                    errors,
+                    cpu.join(" · ")
                 );
             }
         }
@@ -460,6 +466,7 @@ mod tests {
                 p99_us,
                 ..Default::default()
             },
+            cpu_us_per_op: Default::default(),
         }
     }
 

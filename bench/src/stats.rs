@@ -131,6 +131,10 @@ pub struct Measurement {
     pub throughput: f64,
     /// Latency of successful operations.
     pub latency: LatencySummary,
+    /// CPU time (user + system) per successful operation in the measured window, in µs,
+    /// by process (`bench` is the load generator itself, with its baselines).
+    #[serde(default)]
+    pub cpu_us_per_op: BTreeMap<String, f64>,
 }
 
 /// Counts of errors by kind.

@@ -187,6 +187,7 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
             errors_by_kind: errs.clone().into_map(),
             throughput: (ok as f64 / seconds * 10.0).round() / 10.0,
             latency: lat.summary(),
+            cpu_us_per_op: Default::default(),
         }
     };
     Ok(vec![

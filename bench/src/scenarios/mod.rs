@@ -94,7 +94,15 @@ impl Ctx {
             load: self.load_mode(),
             max_ops: None,
             progress: !self.args.no_progress,
+            procs: self.procs(),
         }
+    }
+
+    /// The processes whose CPU time is measured: this one, and those of `--pid`.
+    pub fn procs(&self) -> Vec<(String, u32)> {
+        let mut procs = vec![("bench".to_owned(), std::process::id())];
+        procs.extend(self.args.pid.iter().cloned());
+        procs
     }
 
     /// `{run}-{what}`: an id no earlier run used.
