@@ -101,18 +101,27 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
-    let mut runs = Vec::new();
+    let (mut runs, mut command, mut notes) = (Vec::new(), args.command, args.note);
     for path in &args.inputs {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // A file of `run --out`, or one this command wrote (to redo its table).
+        if let Ok(c) = serde_json::from_str::<Combined>(&text) {
+            command = command.or(c.command);
+            if notes.is_empty() {
+                notes = c.notes;
+            }
+            runs.extend(c.runs);
+            continue;
+        }
         let run: RunReport =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         runs.push(run);
     }
-    let md = report::markdown(&runs, args.command.as_deref(), &args.note);
+    let md = report::markdown(&runs, command.as_deref(), &notes);
     let combined = Combined {
-        command: args.command,
-        notes: args.note,
+        command,
+        notes,
         runs,
     };
     if let Some(path) = &args.json_out {

@@ -293,17 +293,17 @@ pub fn markdown(runs: &[RunReport], command: Option<&str>, notes: &[String]) -> 
         let h = &first.host;
         let _ = writeln!(
             out,
-            "Machine: {} × {} ({}), {} RAM, Linux {}. Started {}.",
+            "Machine: {} {} ({}), {} RAM, Linux {}. Started {}.",
             h.cpus,
-            h.cpu,
             if h.cpus == 1 { "CPU" } else { "CPUs" },
+            h.cpu,
             gib(h.memory_bytes),
             h.kernel,
             first.started_at
         );
     }
     if let Some(c) = command {
-        let _ = writeln!(out, "Command: `{c}`");
+        let _ = writeln!(out, "Command: `{}`", c.trim());
     }
     for n in notes {
         let _ = writeln!(out, "Note: {n}");

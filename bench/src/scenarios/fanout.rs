@@ -102,6 +102,8 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
     let mut measured_pushes = 0u64;
     let deadline = Instant::now() + ctx.args.warmup + ctx.args.duration;
     let mut measure_started = None;
+    let procs = ctx.procs();
+    let mut cpu_start = Default::default();
     let body = format!(r#"{{"sku":"{sku}","qty":1}}"#);
     for w in 0..WARMUP_WRITES + ctx.args.fanout_writes {
         if Instant::now() >= deadline {
@@ -110,6 +112,7 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
         let measuring = w >= WARMUP_WRITES;
         if measuring && measure_started.is_none() {
             measure_started = Some(Instant::now());
+            cpu_start = crate::cpu::sample(&procs);
         }
         let sent = Instant::now();
         let reply = ctx
@@ -168,6 +171,7 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
             }
         }
     }
+    let cpu_end = crate::cpu::sample(&procs);
     let seconds = measure_started
         .map_or(0.0, |s| s.elapsed().as_secs_f64())
         .max(1e-3);
@@ -187,7 +191,7 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
             errors_by_kind: errs.clone().into_map(),
             throughput: (ok as f64 / seconds * 10.0).round() / 10.0,
             latency: lat.summary(),
-            cpu_us_per_op: Default::default(),
+            cpu_us_per_op: crate::cpu::per_op(&cpu_start, &cpu_end, ok),
         }
     };
     Ok(vec![
