@@ -18,7 +18,7 @@ use crate::entity::EntityMsg;
 use crate::persist::WriteError;
 use cartwheel_bus::BusError;
 use cartwheel_bus::messages::InventoryCommand;
-use cartwheel_domain::{ErrorCode, Event, Order, OrderStatus, SagaStep};
+use cartwheel_domain::{ErrorCode, Event, Order, OrderLine, OrderStatus, SagaStep};
 use futures::future::join_all;
 use ractor::ActorRef;
 use std::time::Duration;
@@ -36,21 +36,28 @@ fn transient(e: &BusError) -> bool {
     )
 }
 
+/// Sends one inventory command per line of the order, all at once.
 async fn for_each_line(
     ctx: &Ctx,
     order: &Order,
-    make: impl Fn(&str) -> InventoryCommand,
+    make: impl Fn(&OrderLine) -> InventoryCommand,
     request_id: &str,
 ) -> Vec<Result<(), BusError>> {
     let futs = order.items.iter().map(|line| {
-        let cmd = make(&order.id);
+        let cmd = make(line);
         async move { ctx.bus.stock(&line.sku, &cmd, request_id).await.map(|_| ()) }
     });
     join_all(futs).await
 }
 
-/// Moves the order to `to` with the next step; on a conflict, reloads (the caller's next
-/// Advance re-reads the stored step).
+/// Runs the current step again after the backoff delay, doubling it up to `MAX_RETRY`.
+fn retry_later(me: &ActorRef<EntityMsg<OrderBehavior>>, state: &mut OrderState) {
+    let delay = state.retry_delay;
+    state.retry_delay = (delay * 2).min(MAX_RETRY);
+    me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
+    state.advance_queued = true;
+}
+
 /// Where a saga step leads.
 enum Next {
     /// A new status and the step after it.
@@ -61,6 +68,8 @@ enum Next {
     Done,
 }
 
+/// Moves the order on as `next` says and stores it; on a conflict, reloads (the next
+/// Advance re-reads the stored step).
 async fn transition(
     ctx: &Ctx,
     id: &str,
@@ -134,14 +143,16 @@ pub async fn step(
     match order.saga_step {
         SagaStep::Done => {}
         SagaStep::Reserve => {
-            let futs = order.items.iter().map(|line| {
-                let cmd = InventoryCommand::Reserve {
+            let results = for_each_line(
+                ctx,
+                &order,
+                |line| InventoryCommand::Reserve {
                     order_id: order.id.clone(),
                     qty: u64::from(line.qty),
-                };
-                async move { ctx.bus.stock(&line.sku, &cmd, rid).await.map(|_| ()) }
-            });
-            let results = join_all(futs).await;
+                },
+                rid,
+            )
+            .await;
             // A sku whose partition is moving (or a node that died) answers `unavailable`
             // or not at all: retry the whole step (reserve is idempotent per order) for a
             // while before giving up, so a failover does not fail the orders it touches.
@@ -150,10 +161,7 @@ pub async fn step(
                 .all(|r| r.as_ref().err().is_none_or(transient));
             let young = ctx.now().millis() - order.created_at.millis() < RESERVE_PATIENCE_MS;
             if only_transient && results.iter().any(Result::is_err) && young {
-                let delay = state.retry_delay;
-                state.retry_delay = (delay * 2).min(MAX_RETRY);
-                me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
-                state.advance_queued = true;
+                retry_later(me, state);
                 return;
             }
             let failure = results.iter().zip(&order.items).find_map(|(r, line)| {
@@ -200,16 +208,13 @@ pub async fn step(
             let results = for_each_line(
                 ctx,
                 &order,
-                |oid| match which {
-                    SagaStep::Commit => InventoryCommand::Commit {
-                        order_id: oid.to_owned(),
-                    },
-                    SagaStep::Restock => InventoryCommand::Restock {
-                        order_id: oid.to_owned(),
-                    },
-                    _ => InventoryCommand::Release {
-                        order_id: oid.to_owned(),
-                    },
+                |_| {
+                    let order_id = order.id.clone();
+                    match which {
+                        SagaStep::Commit => InventoryCommand::Commit { order_id },
+                        SagaStep::Restock => InventoryCommand::Restock { order_id },
+                        _ => InventoryCommand::Release { order_id },
+                    }
                 },
                 rid,
             )
@@ -228,10 +233,7 @@ pub async fn step(
                 }
             }
             if retry {
-                let delay = state.retry_delay;
-                state.retry_delay = (delay * 2).min(MAX_RETRY);
-                me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
-                state.advance_queued = true;
+                retry_later(me, state);
                 return;
             }
             transition(ctx, id, state, order, Next::Done, rid).await;
@@ -241,9 +243,6 @@ pub async fn step(
         state.retry_delay = MIN_RETRY;
     } else if !state.advance_queued && !state.settled() {
         // The step did not store anything (storage down): try again later.
-        let delay = state.retry_delay;
-        state.retry_delay = (delay * 2).min(MAX_RETRY);
-        me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
-        state.advance_queued = true;
+        retry_later(me, state);
     }
 }
