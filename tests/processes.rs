@@ -259,3 +259,95 @@ async fn sigterm_under_load_loses_no_acknowledged_write() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// A client that resends (after a timeout it could not tell from a failure) changes the
+/// cart once: REST writes and cart creation under an `Idempotency-Key`, WebSocket frames
+/// under their id, and also after the node that applied them was killed and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resent_cart_writes_change_the_cart_once_across_a_node_crash() -> anyhow::Result<()> {
+    use reqwest::Method;
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let node_env = [
+        ("CARTWHEEL_NODE_ID", "n1"),
+        ("CARTWHEEL_LEASE_TTL_MS", "2000"),
+    ];
+    let mut node = Proc::node(&nats.url(), dir.path().join("node.log"), &node_env).await?;
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    edge.wait_ready().await?;
+    let api = edge.api();
+    api.product("JAM", 300, 10).await?;
+
+    // Cart creation: the same key answers the same cart (201 both times).
+    let body = json!({"user_id": "ines"});
+    let (s1, c1) = api
+        .keyed(Method::POST, "/carts", body.clone(), "new-cart-1")
+        .await?;
+    let (s2, c2) = api
+        .keyed(Method::POST, "/carts", body.clone(), "new-cart-1")
+        .await?;
+    assert_eq!((s1, s2), (201, 201), "{c1} {c2}");
+    assert_eq!(c1, c2);
+    let cart = c1["id"].as_str().unwrap_or_default().to_string();
+    let (_, other) = api
+        .keyed(Method::POST, "/carts", body, "new-cart-2")
+        .await?;
+    assert_ne!(other["id"], c1["id"], "another key, another cart");
+
+    // An add resent three times is applied once and answered with the first result.
+    let items = format!("/carts/{cart}/items");
+    let add = json!({"sku": "JAM", "qty": 2});
+    let (s, first) = api
+        .keyed(Method::POST, &items, add.clone(), "add-1")
+        .await?;
+    assert_eq!(s, 200, "{first}");
+    for _ in 0..3 {
+        let (s, again) = api
+            .keyed(Method::POST, &items, add.clone(), "add-1")
+            .await?;
+        assert_eq!((s, &again), (200, &first));
+    }
+    // The same key with another body: 409, nothing changed.
+    let (s, e) = api
+        .keyed(
+            Method::POST,
+            &items,
+            json!({"sku": "JAM", "qty": 9}),
+            "add-1",
+        )
+        .await?;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{e}"
+    );
+    // A bad key is a 400 before anything is sent.
+    let (s, e) = api.keyed(Method::POST, &items, add.clone(), "").await?;
+    assert_eq!(s, 400, "{e}");
+
+    // A WebSocket frame resent under the same id on the same socket: once.
+    let mut ws = Ws::connect(&api.base).await?;
+    let frame = json!({"id": "w-1", "op": "add_item", "cart_id": cart, "sku": "JAM", "qty": 1});
+    let r1 = ws.request(frame.clone()).await?;
+    let r2 = ws.request(frame.clone()).await?;
+    assert_eq!(r1["ok"], true, "{r1}");
+    assert_eq!(r1["cart"], r2["cart"]);
+    assert_eq!(r1["cart"]["items"][0]["qty"], 3, "{r1}");
+
+    // The node dies; its successor still knows what was applied.
+    node.child.kill9()?;
+    node = Proc::node(&nats.url(), dir.path().join("node2.log"), &node_env).await?;
+    let (s, again) = api
+        .keyed(Method::POST, &items, add.clone(), "add-1")
+        .await?;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["items"][0]["qty"], 3, "not applied again: {again}");
+    let (s, next) = api.keyed(Method::POST, &items, add, "add-2").await?;
+    assert_eq!(
+        (s, next["items"][0]["qty"].as_u64()),
+        (200, Some(5)),
+        "{next}"
+    );
+    drop(node);
+    Ok(())
+}

@@ -1,14 +1,14 @@
 //! The cart behaviour: lines priced from the catalog, checkout that places an order.
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg};
+use crate::entity::{Behavior, EntityMsg, Origin};
 use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
 use cartwheel_bus::messages::{CartCommand, CheckoutReply, OrderCommand, Reply};
 use cartwheel_bus::names::EntityKind;
 use cartwheel_domain::{Cart, DomainError, ErrorCode, Event, Order, validate};
-use cartwheel_storage::{StoreError, Versioned};
+use cartwheel_storage::{Applied, StoreError, Versioned};
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 
 /// Namespace of order ids derived from `(cart id, idempotency key)`.
@@ -54,8 +54,11 @@ async fn apply(
     id: &str,
     state: &mut CartState,
     cmd: &CartCommand,
-    request_id: &str,
+    origin: &Origin,
 ) -> Result<Cart, WriteError> {
+    if let Some(repeat) = repeat_of(id, state, cmd, origin) {
+        return repeat.map_err(WriteError::Failed);
+    }
     let now = ctx.now();
     let mut cart = match (&state.current, cmd) {
         (Some(_), CartCommand::Create { .. }) => {
@@ -97,6 +100,7 @@ async fn apply(
         }
     }
     let events = vec![Event::CartUpdated { cart: cart.clone() }];
+    let applied = Applied::new(&origin.command_id, &origin.payload, cart.version);
     save(
         ctx,
         &*ctx.stores.carts,
@@ -104,10 +108,43 @@ async fn apply(
         &mut state.current,
         cart.clone(),
         events,
-        request_id,
+        Some(applied),
+        &origin.request_id,
     )
     .await?;
     Ok(cart)
+}
+
+/// A write whose command id the cart has applied already: answered with the cart as it
+/// is (it holds that command's effect, and whatever came after), not applied again. The
+/// same id with a different command is refused. `None`: not a repeat.
+fn repeat_of(
+    id: &str,
+    state: &CartState,
+    cmd: &CartCommand,
+    origin: &Origin,
+) -> Option<Result<Cart, ApiError>> {
+    if matches!(cmd, CartCommand::Get | CartCommand::Checkout { .. }) {
+        return None;
+    }
+    let current = state.current.as_ref()?;
+    let applied = current.record.applied(&origin.command_id)?;
+    if !applied.same_command(&origin.payload) {
+        if !origin.explicit {
+            return None;
+        }
+        return Some(Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "command id {} was already used for a different change of cart {id}; use a new one",
+                origin.command_id
+            ),
+        )));
+    }
+    metrics::counter!("cartwheel_commands_repeated_total", "kind" => "cart").increment(1);
+    tracing::info!(cart = %id, command_id = %origin.command_id, version = applied.version,
+        "repeated command answered without applying it again");
+    Some(Ok(current.record.state.clone()))
 }
 
 async fn reload(ctx: &Ctx, id: &str, state: &mut CartState) -> Result<(), ApiError> {
@@ -125,10 +162,10 @@ async fn execute(
     id: &str,
     state: &mut CartState,
     cmd: &CartCommand,
-    request_id: &str,
+    origin: &Origin,
 ) -> Reply<Cart> {
     for attempt in 0..2 {
-        match apply(ctx, id, state, cmd, request_id).await {
+        match apply(ctx, id, state, cmd, origin).await {
             Ok(cart) => return Ok(cart),
             Err(WriteError::Failed(e)) => return Err(e),
             Err(WriteError::Conflict) if attempt == 0 => reload(ctx, id, state).await?,
@@ -173,6 +210,7 @@ async fn checkout(
             &mut state.current,
             cart.clone(),
             events,
+            None,
             request_id,
         )
         .await
@@ -235,17 +273,25 @@ impl Behavior for CartBehavior {
         id: &str,
         state: &mut CartState,
         cmd: CartCommand,
-        request_id: &str,
+        origin: &Origin,
         reply: RpcReplyPort<Bytes>,
     ) -> Result<(), ActorProcessingErr> {
         let bytes = match &cmd {
             CartCommand::Checkout {
                 idempotency_key,
                 wait_ms,
-            } => {
-                encode_reply(&checkout(ctx, id, state, idempotency_key, *wait_ms, request_id).await)
-            }
-            other => encode_reply(&execute(ctx, id, state, other, request_id).await),
+            } => encode_reply(
+                &checkout(
+                    ctx,
+                    id,
+                    state,
+                    idempotency_key,
+                    *wait_ms,
+                    &origin.request_id,
+                )
+                .await,
+            ),
+            other => encode_reply(&execute(ctx, id, state, other, origin).await),
         };
         let _ = reply.send(bytes);
         Ok(())

@@ -49,7 +49,7 @@ pub trait Behavior: Send + Sync + Sized + 'static {
         id: &str,
         state: &mut Self::State,
         cmd: Self::Command,
-        request_id: &str,
+        origin: &Origin,
         reply: RpcReplyPort<Bytes>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
 
@@ -72,14 +72,45 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     }
 }
 
+/// Where a command came from: its request id, and what identifies it as one command
+/// however often it is delivered.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The request id, for logs and events.
+    pub request_id: String,
+    /// The command id (`Cw-Command-Id`, else the request id): a command delivered again
+    /// under the same id is a repeat, answered without being applied twice.
+    pub command_id: String,
+    /// Whether the command id was given (`Cw-Command-Id`) rather than taken from the
+    /// request id. Only a given id used for a different command is refused; a reused
+    /// request id with a different command is just a new command.
+    pub explicit: bool,
+    /// The command as it came over the wire (its fingerprint tells a repeat from a
+    /// different command that reuses the id).
+    pub payload: Bytes,
+}
+
+impl Origin {
+    /// An origin whose command id is its request id (internal requests, tests).
+    pub fn new(request_id: impl Into<String>) -> Origin {
+        let request_id = request_id.into();
+        Origin {
+            command_id: request_id.clone(),
+            explicit: false,
+            request_id,
+            payload: Bytes::new(),
+        }
+    }
+}
+
 /// A message to an entity actor.
 pub enum EntityMsg<B: Behavior> {
     /// A command from the bus, with its reply port.
     Command {
         /// The decoded command.
         cmd: B::Command,
-        /// The request id, for logs and events.
-        request_id: String,
+        /// Its request id and command id.
+        origin: Origin,
         /// Where the encoded `Reply<T>` goes.
         reply: RpcReplyPort<Bytes>,
         /// The command's span: loading, handling and every request the behaviour makes
@@ -212,23 +243,15 @@ impl<B: Behavior> Actor for EntityActor<B> {
         let result = match msg {
             EntityMsg::Command {
                 cmd,
-                request_id,
+                origin,
                 reply,
                 span,
             } => {
                 let started = std::time::Instant::now();
                 let handled = Box::pin(cartwheel_bus::headers::in_trace(
                     span.context(),
-                    B::handle(
-                        &self.ctx,
-                        &myself,
-                        &state.id,
-                        loaded,
-                        cmd,
-                        &request_id,
-                        reply,
-                    )
-                    .instrument(span.clone()),
+                    B::handle(&self.ctx, &myself, &state.id, loaded, cmd, &origin, reply)
+                        .instrument(span.clone()),
                 ))
                 .await;
                 span.in_scope(|| {

@@ -7,7 +7,7 @@
 //! supervisor never blocks), so when the loop ends every taken command is already in the
 //! supervisor's mailbox: draining the supervisor then hands each one to its actor.
 
-use crate::entity::Behavior;
+use crate::entity::{Behavior, Origin};
 use crate::persist::encode_error;
 use crate::placement::LeaseGuard;
 use crate::supervisor::SupervisorMsg;
@@ -71,6 +71,10 @@ pub async fn serve<B: Behavior>(
     };
     let mut draining = false;
     loop {
+        // The lease fence at the subscription: once the guard lapses this node stops
+        // being a subscriber (before the lease can be anyone else's, and so also across
+        // the client's re-subscription after a reconnect). Placement drops the partition.
+        let lapse = routes.guard.deadline(routes.partition);
         let msg = tokio::select! {
             m = sub.next() => m,
             _ = shutdown.cancelled(), if !draining => {
@@ -80,6 +84,15 @@ pub async fn serve<B: Behavior>(
                     break;
                 }
                 continue;
+            }
+            _ = sleep_until_lapse(lapse), if !draining => {
+                if routes.guard.holds(routes.partition) {
+                    continue; // renewed meanwhile
+                }
+                tracing::warn!(kind = kind.as_str(), partition = routes.partition,
+                    "lease guard lapsed; unsubscribing");
+                let _ = sub.unsubscribe().await;
+                break;
             }
         };
         let Some(msg) = msg else { break };
@@ -112,6 +125,14 @@ pub async fn serve<B: Behavior>(
             }
             drop(permit);
         });
+    }
+}
+
+/// Sleeps until `deadline` (a little past it, so the guard reads lapsed); `None` (not
+/// held) ends at once.
+async fn sleep_until_lapse(deadline: Option<std::time::Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until((d + Duration::from_millis(1)).into()).await;
     }
 }
 
@@ -184,7 +205,20 @@ fn route<B: Behavior>(
         .send_message(SupervisorMsg::Route {
             id: id.to_owned(),
             cmd,
-            request_id,
+            origin: match headers::command_id(msg.headers.as_ref()) {
+                Some(command_id) => Origin {
+                    command_id,
+                    explicit: true,
+                    request_id,
+                    payload: msg.payload.clone(),
+                },
+                None => Origin {
+                    command_id: request_id.clone(),
+                    explicit: false,
+                    request_id,
+                    payload: msg.payload.clone(),
+                },
+            },
             reply,
             span,
         })

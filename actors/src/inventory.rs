@@ -4,7 +4,7 @@
 //! order id, so a saga that resumes after a crash can repeat any step safely.
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg};
+use crate::entity::{Behavior, EntityMsg, Origin};
 use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
@@ -73,6 +73,7 @@ async fn save_stock(
         &mut state.inventory,
         inv,
         events,
+        None,
         request_id,
     )
     .await?;
@@ -94,6 +95,7 @@ async fn save_product(
         &mut state.product,
         product.clone(),
         events,
+        None,
         request_id,
     )
     .await?;
@@ -265,9 +267,10 @@ impl Behavior for InventoryBehavior {
         sku: &str,
         state: &mut InventoryState,
         cmd: InventoryCommand,
-        request_id: &str,
+        origin: &Origin,
         reply: RpcReplyPort<Bytes>,
     ) -> Result<(), ActorProcessingErr> {
+        let request_id = origin.request_id.as_str();
         let bytes = match execute(ctx, sku, state, &cmd, request_id).await {
             Ok(Out::Product(p)) => encode_reply::<Product>(&Ok(p)),
             Ok(Out::Stock(s)) => encode_reply::<InventoryView>(&Ok(s)),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cartwheel_bus::messages::Reply;
 use cartwheel_bus::{ApiError, codec};
 use cartwheel_domain::{ErrorCode, Event};
-use cartwheel_storage::{EntityStore, Record, StoreError, Versioned};
+use cartwheel_storage::{Applied, EntityStore, Record, StoreError, Versioned};
 use serde::Serialize;
 use tracing::Instrument;
 
@@ -45,15 +45,32 @@ pub fn store_error(e: &StoreError) -> ApiError {
     }
 }
 
+/// How long a write whose outcome is unknown (the backend failed or did not answer) is
+/// looked up and, if it did not happen, sent again before the caller gets the error. Short
+/// enough that a backend that stays down still answers `unavailable` well within the
+/// request deadline; long enough for a reconnect after a backend restart.
+const UNKNOWN_OUTCOME_BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Stores `state` with `events` (create when `current` is `None`, else compare-and-set
 /// on its revision), updates `current`, then publishes the events.
-pub async fn save<T: Clone + Send + Sync + 'static>(
+///
+/// `command` is the command this change applies: it joins the record's window of applied
+/// commands (in the same write), so a repeat of it is recognised later. A write without a
+/// command keeps the window as it was.
+///
+/// A write that fails with an unknown outcome (a connection lost, a timeout) is looked up:
+/// the stored record equal to the one sent means it was applied (success, not a
+/// conflict); the revision unchanged means it was not, and it is sent again. So a backend
+/// restart or a lost reply neither fails the change nor applies it twice.
+#[allow(clippy::too_many_arguments)]
+pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
     ctx: &Ctx,
     store: &dyn EntityStore<T>,
     id: &str,
     current: &mut Option<Versioned<T>>,
     state: T,
     events: Vec<Event>,
+    command: Option<Applied>,
     request_id: &str,
 ) -> Result<(), WriteError> {
     // The lease fence: a node that lost the partition (paused past its lease, or handing
@@ -64,26 +81,18 @@ pub async fn save<T: Clone + Send + Sync + 'static>(
             "partition {p} is no longer held by this node; retry"
         ))));
     }
+    let window = current
+        .as_ref()
+        .map(|v| v.record.applied.as_slice())
+        .unwrap_or_default();
+    let applied = match command {
+        Some(entry) => Applied::push(window, entry),
+        None => window.to_vec(),
+    };
     let record = Record {
         state,
         outbox: events,
-    };
-    let started = std::time::Instant::now();
-    let (op, written) = match current {
-        None => (
-            "create",
-            store
-                .create(id, &record)
-                .instrument(tracing::info_span!("storage", op = "create"))
-                .await,
-        ),
-        Some(v) => (
-            "update",
-            store
-                .update(id, &record, v.revision)
-                .instrument(tracing::info_span!("storage", op = "update"))
-                .await,
-        ),
+        applied,
     };
     // The stored type names the kind: `Cart` → `cart`, `Order` → `order`, …
     let kind = std::any::type_name::<T>()
@@ -91,8 +100,66 @@ pub async fn save<T: Clone + Send + Sync + 'static>(
         .next()
         .unwrap_or("entity")
         .to_ascii_lowercase();
-    record_storage(&kind, op, started, written.is_ok());
-    let revision = written?;
+    let expected = current.as_ref().map(|v| v.revision);
+    let mut attempt = 0;
+    let mut recovering: Option<std::time::Instant> = None;
+    let revision = loop {
+        let budget_left =
+            recovering.map(|since| UNKNOWN_OUTCOME_BUDGET.saturating_sub(since.elapsed()));
+        let started = std::time::Instant::now();
+        let (op, write) = match expected {
+            None => (
+                "create",
+                store
+                    .create(id, &record)
+                    .instrument(tracing::info_span!("storage", op = "create")),
+            ),
+            Some(revision) => (
+                "update",
+                store
+                    .update(id, &record, revision)
+                    .instrument(tracing::info_span!("storage", op = "update")),
+            ),
+        };
+        let written = match budget_left {
+            None => write.await,
+            Some(left) => tokio::time::timeout(left, write)
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into()))),
+        };
+        record_storage(&kind, op, started, written.is_ok());
+        let error = match written {
+            Ok(revision) => break revision,
+            Err(StoreError::Unavailable(m)) => m,
+            Err(other) => return Err(other.into()),
+        };
+        // The outcome is unknown: find out what is stored before answering.
+        attempt += 1;
+        let since = *recovering.get_or_insert_with(std::time::Instant::now);
+        let pause = std::time::Duration::from_millis(25 << attempt.min(4));
+        let left = UNKNOWN_OUTCOME_BUDGET.saturating_sub(since.elapsed());
+        if left <= pause || !ctx.guard.holds(p) {
+            return Err(StoreError::Unavailable(error).into());
+        }
+        tracing::warn!(%kind, %id, attempt, %error, "write outcome unknown; looking it up");
+        tokio::time::sleep(pause).await;
+        let lookup = tokio::time::timeout(left - pause, store.load(id))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
+        match lookup {
+            Ok(Some(stored)) if stored.record == record => {
+                metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "was_applied").increment(1);
+                break stored.revision;
+            }
+            Ok(Some(stored)) if Some(stored.revision) == expected => {}
+            Ok(None) if expected.is_none() => {}
+            // Something else was written meanwhile: a conflict like any other.
+            Ok(_) => return Err(WriteError::Conflict),
+            // Still unreachable: try the write again (it is compare-and-set).
+            Err(_) => {}
+        }
+        metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "resent").increment(1);
+    };
     publish_outbox(ctx, &record.outbox, Some(request_id)).await;
     *current = Some(Versioned { record, revision });
     Ok(())

@@ -63,6 +63,13 @@ impl LeaseGuard {
             .is_some_and(|d| self.ms(Instant::now()).saturating_add(1) < d.load(Ordering::Acquire))
     }
 
+    /// Until when `p` is held, if it is held now.
+    pub fn deadline(&self, p: u32) -> Option<Instant> {
+        let d = self.deadlines.get(p as usize)?.load(Ordering::Acquire);
+        let until = self.base + Duration::from_millis(d.checked_sub(1)?);
+        (until > Instant::now()).then_some(until)
+    }
+
     /// Marks `p` held until `until`.
     pub fn grant(&self, p: u32, until: Instant) {
         if let Some(d) = self.deadlines.get(p as usize) {
@@ -103,6 +110,16 @@ fn weight(partition: u32, node: &str) -> u64 {
 struct Held {
     revision: u64,
     runtime: PartitionRuntime,
+}
+
+/// What one lease renewal found.
+enum Renewal {
+    /// Renewed at this revision.
+    Renewed(u64),
+    /// The key holds another node's lease: the partition is not ours.
+    Lost(String),
+    /// No answer in time: unknown, try again.
+    Unknown,
 }
 
 /// The placement loop of one node.
@@ -214,8 +231,11 @@ impl Placement {
         };
         match codec::encode(&info) {
             Ok(bytes) => {
-                if let Err(e) = self.nodes.put(self.node_id(), bytes).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
+                let put = self.nodes.put(self.node_id(), bytes);
+                match tokio::time::timeout(self.renewal_timeout(), put).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(_) => tracing::warn!("heartbeat got no answer in time"),
                 }
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat not encodable"),
@@ -223,51 +243,125 @@ impl Placement {
     }
 
     async fn live_nodes(&self) -> Option<BTreeSet<String>> {
-        let mut keys = self.nodes.keys().await.ok()?;
-        let mut out = BTreeSet::new();
-        while let Some(k) = keys.next().await {
-            out.insert(k.ok()?);
-        }
-        out.insert(self.node_id().to_owned());
-        Some(out)
+        let list = async {
+            let mut keys = self.nodes.keys().await.ok()?;
+            let mut out = BTreeSet::new();
+            while let Some(k) = keys.next().await {
+                out.insert(k.ok()?);
+            }
+            out.insert(self.node_id().to_owned());
+            Some(out)
+        };
+        tokio::time::timeout(self.renewal_timeout(), list)
+            .await
+            .ok()
+            .flatten()
     }
 
-    /// Renews every held lease; drops partitions whose lease is gone.
-    async fn renew(&mut self) {
-        let started = Instant::now();
-        // Paused (or starved) past the lease: whatever we hold may be someone else's now.
-        if started.duration_since(self.last_renewal) >= self.ctx.settings.lease_ttl {
-            tracing::error!("lease renewals stalled past the TTL; dropping every partition");
-            let all: Vec<u32> = self.held.keys().copied().collect();
-            for p in all {
+    /// Drops the partitions whose guard lapsed: their lease may be someone else's now,
+    /// and the host has already stopped serving them. One that is still ours is taken
+    /// again as new (a fresh runtime, loaded from storage).
+    fn drop_lapsed(&mut self) {
+        let lapsed: Vec<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|p| !self.ctx.guard.holds(*p))
+            .collect();
+        if !lapsed.is_empty() {
+            tracing::warn!(partitions = ?lapsed, "leases not renewed in time; dropping those partitions");
+            for p in lapsed {
                 self.lose(p);
             }
         }
+    }
+
+    /// Renews every held lease. A renewal that fails for want of an answer (JetStream
+    /// electing a leader, the connection moving to another server) keeps the partition:
+    /// the guard counts down on its own, and the next tick tries again. Only a lease
+    /// that is provably someone else's, or a guard that lapsed, drops a partition.
+    async fn renew(&mut self) {
+        self.drop_lapsed();
+        let started = Instant::now();
         let me = self.node_id().to_owned();
+        let bound = self.renewal_timeout();
         let renewals = self.held.iter().map(|(p, h)| {
             let key = self.ctx.names().lease_key(*p);
             let leases = self.leases.clone();
             let me = me.clone();
             let (p, rev) = (*p, h.revision);
-            async move { (p, leases.update(key, me.into_bytes().into(), rev).await) }
+            async move {
+                let renewed = tokio::time::timeout(
+                    bound,
+                    leases.update(&key, me.clone().into_bytes().into(), rev),
+                )
+                .await;
+                let outcome = match renewed {
+                    Ok(Ok(rev)) => Renewal::Renewed(rev),
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        // Ours at another revision (an earlier renewal applied, its answer
+                        // lost), or someone else's.
+                        match tokio::time::timeout(bound, leases.entry(&key)).await {
+                            Ok(Ok(Some(entry)))
+                                if entry.operation == kv::Operation::Put
+                                    && entry.value == me.as_bytes() =>
+                            {
+                                match tokio::time::timeout(
+                                    bound,
+                                    leases.update(&key, me.into_bytes().into(), entry.revision),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(rev)) => Renewal::Renewed(rev),
+                                    _ => Renewal::Unknown,
+                                }
+                            }
+                            Ok(Ok(_)) => Renewal::Lost(e.to_string()),
+                            _ => Renewal::Unknown,
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => Renewal::Unknown,
+                };
+                (p, outcome)
+            }
         });
         let results = futures::future::join_all(renewals).await;
         let until = started + self.ctx.settings.lease_ttl - self.margin();
+        let mut unknown = 0;
         for (p, r) in results {
             match r {
-                Ok(rev) => {
+                Renewal::Renewed(rev) => {
+                    // A guard that lapsed while the renewal ran stays lapsed: the host
+                    // stopped serving, and the partition is taken again as new.
+                    if !self.ctx.guard.holds(p) {
+                        continue;
+                    }
                     if let Some(h) = self.held.get_mut(&p) {
                         h.revision = rev;
                     }
                     self.ctx.guard.grant(p, until);
                 }
-                Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "lease renewal failed; dropping the partition");
+                Renewal::Lost(why) => {
+                    tracing::warn!(partition = p, error = %why, "lease taken by another node; dropping the partition");
                     self.lose(p);
                 }
+                Renewal::Unknown => unknown += 1,
             }
         }
+        if unknown > 0 {
+            tracing::warn!(
+                count = unknown,
+                "lease renewals got no answer; serving on until their guards lapse, retrying"
+            );
+        }
+        self.drop_lapsed();
         self.last_renewal = started;
+    }
+
+    /// How long one lease call may take before the loop moves on (it retries at the
+    /// next tick, well within the guard).
+    fn renewal_timeout(&self) -> Duration {
+        (self.ctx.settings.lease_ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
     fn lose(&mut self, p: u32) {
@@ -301,59 +395,86 @@ impl Placement {
         futures::future::join_all(stops).await;
     }
 
-    /// Tries to take the lease of `p`; starts serving it on success.
-    async fn acquire(&mut self, p: u32) -> bool {
-        let key = self.ctx.names().lease_key(p);
-        let me = self.node_id().to_owned();
-        let started = Instant::now();
-        let revision = match self
-            .leases
-            .create(&key, me.clone().into_bytes().into())
-            .await
-        {
-            Ok(rev) => rev,
+    /// Tries to take the lease of `p` (bounded in time): its revision, or `None` when it
+    /// is another node's or the call got no answer.
+    async fn take_lease(
+        leases: kv::Store,
+        key: String,
+        me: String,
+        bound: Duration,
+    ) -> Option<u64> {
+        let created =
+            tokio::time::timeout(bound, leases.create(&key, me.clone().into_bytes().into()))
+                .await
+                .ok()?;
+        match created {
+            Ok(rev) => Some(rev),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                // Ours from an earlier life of this node id (restart after a crash)?
-                match self.leases.entry(&key).await {
+                // Ours from an earlier life of this node id (restart after a crash), or
+                // from before our guard lapsed?
+                match tokio::time::timeout(bound, leases.entry(&key)).await.ok()? {
                     Ok(Some(entry))
                         if entry.operation == kv::Operation::Put
                             && entry.value == me.as_bytes() =>
                     {
-                        match self
-                            .leases
-                            .update(&key, me.into_bytes().into(), entry.revision)
-                            .await
-                        {
-                            Ok(rev) => rev,
-                            Err(_) => return false,
-                        }
+                        tokio::time::timeout(
+                            bound,
+                            leases.update(&key, me.into_bytes().into(), entry.revision),
+                        )
+                        .await
+                        .ok()?
+                        .ok()
                     }
-                    _ => return false,
+                    _ => None,
                 }
             }
             Err(e) => {
-                tracing::debug!(partition = p, error = %e, "lease create failed");
-                return false;
-            }
-        };
-        self.ctx
-            .guard
-            .grant(p, started + self.ctx.settings.lease_ttl - self.margin());
-        match PartitionRuntime::start(&self.ctx, p, &self.stats, self.limiter.clone()).await {
-            Ok(runtime) => {
-                self.held.insert(p, Held { revision, runtime });
-                true
-            }
-            Err(e) => {
-                tracing::error!(partition = p, error = %e, "cannot serve partition; releasing");
-                self.ctx.guard.revoke(p);
-                let _ = self
-                    .leases
-                    .delete_expect_revision(&key, Some(revision))
-                    .await;
-                false
+                tracing::debug!(%key, error = %e, "lease create failed");
+                None
             }
         }
+    }
+
+    /// Takes the leases of `partitions` (all at once) and starts serving each one won.
+    /// Returns the partitions acquired.
+    async fn acquire_all(&mut self, partitions: Vec<u32>) -> Vec<u32> {
+        let me = self.node_id().to_owned();
+        let bound = self.renewal_timeout();
+        let started = Instant::now();
+        let takes = partitions.into_iter().map(|p| {
+            let fut = Placement::take_lease(
+                self.leases.clone(),
+                self.ctx.names().lease_key(p),
+                me.clone(),
+                bound,
+            );
+            async move { (p, fut.await) }
+        });
+        let won: Vec<(u32, u64)> = futures::future::join_all(takes)
+            .await
+            .into_iter()
+            .filter_map(|(p, rev)| rev.map(|r| (p, r)))
+            .collect();
+        let until = started + self.ctx.settings.lease_ttl - self.margin();
+        let mut acquired = Vec::new();
+        for (p, revision) in won {
+            self.ctx.guard.grant(p, until);
+            match PartitionRuntime::start(&self.ctx, p, &self.stats, self.limiter.clone()).await {
+                Ok(runtime) => {
+                    self.held.insert(p, Held { revision, runtime });
+                    acquired.push(p);
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot serve partition; releasing");
+                    self.ctx.guard.revoke(p);
+                    let _ = self
+                        .leases
+                        .delete_expect_revision(self.ctx.names().lease_key(p), Some(revision))
+                        .await;
+                }
+            }
+        }
+        acquired
     }
 
     /// One round: heartbeat, renew, hand over what another node should own, take what
@@ -381,12 +502,15 @@ impl Placement {
             tracing::info!(partitions = ?to_release, "handing partitions over");
             self.release_all(to_release).await;
         }
-        let mut acquired = Vec::new();
-        for p in desired {
-            if !self.held.contains_key(&p) && self.acquire(p).await {
-                acquired.push(p);
-            }
-        }
+        let wanted: Vec<u32> = desired
+            .into_iter()
+            .filter(|p| !self.held.contains_key(p))
+            .collect();
+        let acquired = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            self.acquire_all(wanted).await
+        };
         if !acquired.is_empty() {
             tracing::info!(
                 count = acquired.len(),

@@ -38,8 +38,8 @@ pub enum SupervisorMsg<B: Behavior> {
         id: String,
         /// The command.
         cmd: B::Command,
-        /// Request id.
-        request_id: String,
+        /// Request id and command id.
+        origin: crate::entity::Origin,
         /// Reply port.
         reply: RpcReplyPort<Bytes>,
         /// The command's span (carrying the caller's trace), entered by the actor.
@@ -120,7 +120,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
             SupervisorMsg::Route {
                 id,
                 cmd,
-                request_id,
+                origin,
                 reply,
                 span,
             } => {
@@ -164,7 +164,7 @@ impl<B: Behavior> Actor for Supervisor<B> {
                     // dropped and the host answers with an error.
                     let _ = child.actor.send_message(EntityMsg::Command {
                         cmd,
-                        request_id,
+                        origin,
                         reply,
                         span,
                     });

@@ -68,7 +68,7 @@ async fn idle_actors_are_passivated_and_reactivate_from_storage() -> anyhow::Res
         &CartCommand::Create {
             user_id: "u".into(),
         },
-        "t",
+        &cartwheel_bus::headers::new_request_id(),
     )
     .await?;
     bus.cart(
@@ -77,7 +77,7 @@ async fn idle_actors_are_passivated_and_reactivate_from_storage() -> anyhow::Res
             sku: "A".into(),
             qty: 2,
         },
-        "t",
+        &cartwheel_bus::headers::new_request_id(),
     )
     .await?;
     let carts = node.stats().cart.clone();
@@ -105,7 +105,7 @@ async fn concurrent_commands_to_one_cart_are_all_applied_in_turn() -> anyhow::Re
         &CartCommand::Create {
             user_id: "u".into(),
         },
-        "t",
+        &cartwheel_bus::headers::new_request_id(),
     )
     .await?;
     let adds = (0..100).map(|_| {
@@ -117,7 +117,7 @@ async fn concurrent_commands_to_one_cart_are_all_applied_in_turn() -> anyhow::Re
                     sku: "A".into(),
                     qty: 1,
                 },
-                "t",
+                &cartwheel_bus::headers::new_request_id(),
             )
             .await
         }
@@ -145,7 +145,7 @@ async fn contended_checkouts_never_oversell_and_leave_nothing_reserved() -> anyh
             &CartCommand::Create {
                 user_id: format!("u{i}"),
             },
-            "t",
+            &cartwheel_bus::headers::new_request_id(),
         )
         .await?;
         bus.cart(
@@ -154,7 +154,7 @@ async fn contended_checkouts_never_oversell_and_leave_nothing_reserved() -> anyh
                 sku: "COLD".into(),
                 qty: 1,
             },
-            "t",
+            &cartwheel_bus::headers::new_request_id(),
         )
         .await?;
         bus.cart(
@@ -163,7 +163,7 @@ async fn contended_checkouts_never_oversell_and_leave_nothing_reserved() -> anyh
                 sku: "HOT".into(),
                 qty: 1,
             },
-            "t",
+            &cartwheel_bus::headers::new_request_id(),
         )
         .await?;
     }
@@ -207,7 +207,7 @@ async fn changes_are_published_to_jetstream_with_their_version() -> anyhow::Resu
         &CartCommand::Create {
             user_id: "u".into(),
         },
-        "t",
+        &cartwheel_bus::headers::new_request_id(),
     )
     .await?;
     bus.cart(
@@ -216,7 +216,7 @@ async fn changes_are_published_to_jetstream_with_their_version() -> anyhow::Resu
             sku: "A".into(),
             qty: 3,
         },
-        "t",
+        &cartwheel_bus::headers::new_request_id(),
     )
     .await?;
     let js = jetstream::new(bus.nats().clone());
@@ -241,6 +241,84 @@ async fn changes_are_published_to_jetstream_with_their_version() -> anyhow::Resu
         .state
         .messages;
     assert_eq!(info, 1, "ProductCreated");
+    node.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Sends a cart command with a command id, as raw NATS, and decodes the reply.
+async fn raw_cart(
+    bus: &BusClient,
+    cart: &str,
+    cmd: &CartCommand,
+    command_id: &str,
+) -> anyhow::Result<Result<cartwheel_domain::Cart, cartwheel_bus::ApiError>> {
+    let mut headers =
+        cartwheel_bus::headers::with_request_id(&cartwheel_bus::headers::new_request_id());
+    headers.insert(cartwheel_bus::headers::COMMAND_ID, command_id);
+    let msg = bus
+        .nats()
+        .request_with_headers(
+            bus.subject(cartwheel_bus::names::EntityKind::Cart, cart),
+            headers,
+            codec::encode(cmd)?,
+        )
+        .await?;
+    Ok(codec::decode(&msg.payload)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_command_changes_the_cart_once_also_after_passivation() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let settings = NodeSettings {
+        passivate_after: Duration::from_millis(200),
+        passivation_tick: Duration::from_millis(50),
+        ..NodeSettings::default()
+    };
+    let (node, bus) = start(&nats, settings).await?;
+    product(&bus, "A", 10).await?;
+    let create = CartCommand::Create {
+        user_id: "u".into(),
+    };
+    let first = raw_cart(&bus, "c", &create, "create-1").await?;
+    assert!(first.is_ok(), "{first:?}");
+    // A repeated create answers the cart instead of "already exists".
+    let again = raw_cart(&bus, "c", &create, "create-1").await?;
+    assert_eq!(again.as_ref().map(|c| c.version).ok(), Some(1), "{again:?}");
+    let add = CartCommand::AddItem {
+        sku: "A".into(),
+        qty: 2,
+    };
+    let applied = raw_cart(&bus, "c", &add, "add-1").await??;
+    assert_eq!((applied.version, applied.items[0].qty), (2, 2));
+    for _ in 0..3 {
+        let repeat = raw_cart(&bus, "c", &add, "add-1").await??;
+        assert_eq!(repeat, applied, "a repeat answers the first result");
+    }
+    // The same id with another command is refused and changes nothing.
+    let other = CartCommand::AddItem {
+        sku: "A".into(),
+        qty: 5,
+    };
+    let refused = raw_cart(&bus, "c", &other, "add-1").await?;
+    let err = refused.expect_err("reused id");
+    assert_eq!(err.code, cartwheel_domain::ErrorCode::Conflict, "{err:?}");
+    // The window is stored: after passivation the repeat is still recognised.
+    let carts = node.stats().cart.clone();
+    wait_for("cart passivated", Duration::from_secs(10), || {
+        let carts = carts.clone();
+        async move { carts.live.load(Ordering::Relaxed) == 0 }
+    })
+    .await?;
+    let repeat = raw_cart(&bus, "c", &add, "add-1").await??;
+    assert_eq!(repeat, applied);
+    // A new id applies.
+    let next = raw_cart(&bus, "c", &add, "add-2").await??;
+    assert_eq!((next.version, next.items[0].qty), (3, 4));
+    // The requester's implicit command id (its request id) also de-duplicates.
+    let rid = cartwheel_bus::headers::new_request_id();
+    let a = bus.cart("c", &add, &rid).await?;
+    let b = bus.cart("c", &add, &rid).await?;
+    assert_eq!((a.version, b.version, b.items[0].qty), (4, 4, 6));
     node.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

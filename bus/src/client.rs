@@ -25,7 +25,10 @@ pub struct BusConfig {
     pub partitions: u32,
     /// Deadline of one request once a node took it.
     pub request_timeout: Duration,
-    /// How long to keep retrying while nothing answers ("no responders").
+    /// How long to keep waiting for an owner while nothing serves the subject ("no
+    /// responders", or a `Cw-Retry: moving` refusal). It must cover a failover — the lease
+    /// TTL plus one placement tick — so a request sent while a partition moves is served
+    /// by the new owner instead of failing.
     pub retry_window: Duration,
 }
 
@@ -35,10 +38,28 @@ impl Default for BusConfig {
             names: Names::default(),
             partitions: 64,
             request_timeout: Duration::from_secs(5),
-            retry_window: Duration::from_secs(3),
+            // The default lease TTL (6 s) plus one tick (1 s), plus a second of slack.
+            retry_window: Duration::from_secs(8),
         }
     }
 }
+
+/// Whether a request may be sent again when its outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// A read, or a command the receiver de-duplicates (a cart write under its command
+    /// id, a checkout under its idempotency key): when the connection it went out on was
+    /// replaced before the reply came, it is sent again at once on the new one.
+    Safe,
+    /// A command that might apply twice: an unknown outcome is a [`BusError::Timeout`].
+    Never,
+}
+
+/// How long an attempt runs before the requester starts watching for a reconnect that
+/// would have lost it.
+const RECONNECT_CHECK_AFTER: Duration = Duration::from_millis(200);
+/// How often it looks, from then on.
+const RECONNECT_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// The `target` label of the request metric: the entity kind or query a subject
 /// addresses (`cart`, `inventory`, `order`, `query.catalog`, …). Never an id, so the
@@ -49,6 +70,35 @@ fn target_label(subject: &str) -> String {
         (Some("query"), Some(q)) => format!("query.{q}"),
         (Some(kind), _) => kind.to_owned(),
         (None, _) => "other".to_owned(),
+    }
+}
+
+/// Runs `attempt` to its end, unless the client reconnects meanwhile (`None`): then the
+/// attempt's request or reply may have been lost with the old connection. Only attempts
+/// that run longer than [`RECONNECT_CHECK_AFTER`] look at the connection, so a quick
+/// request costs nothing extra.
+async fn lost_to_reconnect<F, T>(
+    attempt: F,
+    stats: &async_nats::Statistics,
+    connects: u64,
+) -> Option<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(attempt);
+    if let Ok(done) = tokio::time::timeout(RECONNECT_CHECK_AFTER, &mut attempt).await {
+        return Some(done);
+    }
+    let mut check = tokio::time::interval(RECONNECT_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            done = &mut attempt => return Some(done),
+            _ = check.tick() => {
+                if stats.connects.load(std::sync::atomic::Ordering::Relaxed) != connects {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -103,8 +153,28 @@ impl BusClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
+        self.request_with(subject, req, request_id, None, Resend::Never, timeout)
+            .await
+    }
+
+    /// [`BusClient::request`] with a command id (`Cw-Command-Id`) and a resend policy.
+    pub async fn request_with<Req, Resp>(
+        &self,
+        subject: &str,
+        req: &Req,
+        request_id: &str,
+        command_id: Option<&str>,
+        resend: Resend,
+        timeout: Duration,
+    ) -> Result<Resp, BusError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
         let started = Instant::now();
-        let result = self.request_once(subject, req, request_id, timeout).await;
+        let result = self
+            .request_once(subject, req, request_id, command_id, resend, timeout)
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(BusError::Remote(_)) => "refused",
@@ -126,6 +196,8 @@ impl BusClient {
         subject: &str,
         req: &Req,
         request_id: &str,
+        command_id: Option<&str>,
+        resend: Resend,
         timeout: Duration,
     ) -> Result<Resp, BusError>
     where
@@ -135,62 +207,123 @@ impl BusClient {
         let payload = codec::encode(req)?;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(5);
-        // The request id and the caller's trace context travel with every attempt.
+        // Set once the request starts waiting for an owner (failover), for the metric.
+        let mut waited_for_owner = false;
+        // The request id, command id and the caller's trace context travel with every
+        // attempt, so a resent command is recognised as the same command.
         let mut message_headers = headers::with_request_id(request_id);
+        if let Some(command_id) = command_id {
+            message_headers.insert(headers::COMMAND_ID, command_id);
+        }
         headers::inject_trace_context(&mut message_headers);
-        loop {
+        let stats = self.nats.statistics();
+        let result = loop {
             let request = Request::new()
                 .payload(payload.clone())
                 .headers(message_headers.clone())
                 .timeout(Some(timeout));
-            match self.nats.send_request(subject.to_owned(), request).await {
+            let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
+            let attempt = self.nats.send_request(subject.to_owned(), request);
+            let outcome = match resend {
+                Resend::Never => Some(attempt.await),
+                Resend::Safe => lost_to_reconnect(attempt, &stats, connects).await,
+            };
+            let Some(outcome) = outcome else {
+                // The connection this attempt used was replaced: its request or its reply
+                // may be gone. The command is safe to send again; do it now.
+                tracing::info!(%subject, %request_id, "NATS reconnected under a request; sending it again");
+                metrics::counter!("cartwheel_nats_request_resent_total", "target" => target_label(subject)).increment(1);
+                continue;
+            };
+            let waiting = match outcome {
                 Ok(msg) => {
                     let moving = msg
                         .headers
                         .as_ref()
                         .is_some_and(|h| h.get(headers::RETRY).is_some());
-                    if moving && started.elapsed() < self.config.retry_window {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(200));
-                        continue;
+                    if !moving || started.elapsed() >= self.config.retry_window {
+                        let reply: Result<Reply<Resp>, _> = codec::decode(&msg.payload);
+                        break match reply {
+                            Ok(reply) => reply.map_err(BusError::Remote),
+                            Err(e) => Err(e),
+                        };
                     }
-                    let reply: Reply<Resp> = codec::decode(&msg.payload)?;
-                    return reply.map_err(BusError::Remote);
+                    "moving"
                 }
                 Err(e) => match e.kind() {
                     RequestErrorKind::NoResponders => {
                         let elapsed = started.elapsed();
                         if elapsed >= self.config.retry_window {
-                            return Err(BusError::Unavailable {
+                            break Err(BusError::Unavailable {
                                 subject: subject.to_owned(),
                                 retried_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                             });
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        "no_responders"
                     }
                     RequestErrorKind::TimedOut => {
-                        return Err(BusError::Timeout {
+                        break Err(BusError::Timeout {
                             subject: subject.to_owned(),
                             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                         });
                     }
-                    _ => return Err(BusError::Nats(e.to_string())),
+                    _ => break Err(BusError::Nats(e.to_string())),
                 },
+            };
+            if !waited_for_owner {
+                waited_for_owner = true;
+                tracing::info!(%subject, %request_id, reason = waiting,
+                    "no owner serves this subject yet (a partition is moving); waiting for one");
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        };
+        if waited_for_owner {
+            let outcome = if result.is_ok() { "served" } else { "gave_up" };
+            metrics::histogram!(
+                "cartwheel_nats_request_owner_wait_seconds",
+                "target" => target_label(subject),
+                "outcome" => outcome,
+            )
+            .record(started.elapsed().as_secs_f64());
+            tracing::info!(%subject, %request_id, outcome,
+                waited_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "waited for an owner");
         }
+        result
     }
 
-    /// A cart command that answers a cart.
+    /// A cart command that answers a cart. Its command id is the request id, so the
+    /// requester's own resends are recognised by the cart.
     pub async fn cart(
         &self,
         cart_id: &str,
         cmd: &CartCommand,
         request_id: &str,
     ) -> Result<Cart, BusError> {
+        self.cart_command(cart_id, cmd, request_id, None).await
+    }
+
+    /// A cart command under a client's command id (an `Idempotency-Key`, a WebSocket
+    /// frame id): the cart applies it once however often it arrives, and answers a repeat
+    /// with the cart as it is. `None`: the request id is the command id.
+    pub async fn cart_command(
+        &self,
+        cart_id: &str,
+        cmd: &CartCommand,
+        request_id: &str,
+        command_id: Option<&str>,
+    ) -> Result<Cart, BusError> {
         let subject = self.subject(EntityKind::Cart, cart_id);
-        self.request(&subject, cmd, request_id, self.config.request_timeout)
-            .await
+        self.request_with(
+            &subject,
+            cmd,
+            request_id,
+            command_id,
+            Resend::Safe,
+            self.config.request_timeout,
+        )
+        .await
     }
 
     /// Checks a cart out; waits up to `wait` for the saga to settle.
@@ -208,7 +341,9 @@ impl BusClient {
         };
         // The cart waits for the order, which waits for the saga: allow for both.
         let timeout = self.config.request_timeout + wait;
-        self.request(&subject, &cmd, request_id, timeout).await
+        // The idempotency key makes a resend reach the same order.
+        self.request_with(&subject, &cmd, request_id, None, Resend::Safe, timeout)
+            .await
     }
 
     /// A sku command that answers the product.

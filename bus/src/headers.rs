@@ -5,6 +5,11 @@ use async_nats::HeaderMap;
 
 /// The request id, propagated from the edge (or generated there) into every hop and log span.
 pub const REQUEST_ID: &str = "Cw-Request-Id";
+/// The command id of a cart write: a command delivered again under the same id (a
+/// retried request, a client resending after a timeout) changes the entity once; the
+/// repeat is answered with the entity as that command left it. When absent, the request
+/// id is the command id.
+pub const COMMAND_ID: &str = "Cw-Command-Id";
 /// Set on a reply that refused a command without applying it because the partition is
 /// moving (the node no longer holds its lease): the requester retries like "no responders".
 pub const RETRY: &str = "Cw-Retry";
@@ -28,6 +33,13 @@ pub fn with_request_id(request_id: &str) -> HeaderMap {
 pub fn request_id(headers: Option<&HeaderMap>) -> Option<String> {
     headers
         .and_then(|h| h.get(REQUEST_ID))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// The command id of a message, if it has one.
+pub fn command_id(headers: Option<&HeaderMap>) -> Option<String> {
+    headers
+        .and_then(|h| h.get(COMMAND_ID))
         .map(|v| v.as_str().to_owned())
 }
 

@@ -23,6 +23,6 @@ pub mod headers;
 pub mod messages;
 pub mod names;
 
-pub use client::{BusClient, BusConfig};
+pub use client::{BusClient, BusConfig, Resend};
 pub use error::{ApiError, BusError};
 pub use names::Names;

@@ -47,6 +47,12 @@ pub struct Record<T> {
     /// Events of the change that produced `state`, re-published on the next activation.
     #[serde(default)]
     pub outbox: Vec<Event>,
+    /// The last commands applied to the entity, oldest first, at most
+    /// [`Applied::WINDOW`]: a repeat of one of them (a retried request, a client resending
+    /// after a timeout) is answered, not applied again. Stored in the same write as the
+    /// state, so it holds across restarts and partition moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<Applied>,
 }
 
 impl<T> Record<T> {
@@ -55,8 +61,79 @@ impl<T> Record<T> {
         Record {
             state,
             outbox: Vec::new(),
+            applied: Vec::new(),
         }
     }
+
+    /// What this record remembers of the command `command_id`, if it is in the window.
+    pub fn applied(&self, command_id: &str) -> Option<&Applied> {
+        let key = Applied::key(command_id);
+        self.applied.iter().rev().find(|a| a.command == key)
+    }
+}
+
+/// One command an entity applied, remembered so that its repeat changes nothing.
+///
+/// Hashes rather than strings keep it small (24 bytes per entry, in every live entity and
+/// every stored record): FNV-1a 64 cut to 63 bits, so every backend (BSON has no
+/// unsigned integers) stores it as a plain integer. A collision needs two commands of one
+/// entity within the window whose ids share 63 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Hash of the command id.
+    #[serde(rename = "c")]
+    pub command: u64,
+    /// Hash of the command itself: the same id with another command is not a repeat.
+    #[serde(rename = "f")]
+    pub fingerprint: u64,
+    /// The entity version the command produced.
+    #[serde(rename = "v")]
+    pub version: u64,
+}
+
+impl Applied {
+    /// How many commands a record remembers. A repeat arrives within seconds (a requester
+    /// retrying, a client resending after a timeout); 16 covers that many other changes
+    /// of the same entity in between.
+    pub const WINDOW: usize = 16;
+
+    /// The entry for `command_id` with the encoded command `command` at `version`.
+    pub fn new(command_id: &str, command: &[u8], version: u64) -> Applied {
+        Applied {
+            command: Applied::key(command_id),
+            fingerprint: hash63(command),
+            version,
+        }
+    }
+
+    /// The stored key of a command id.
+    pub fn key(command_id: &str) -> u64 {
+        hash63(command_id.as_bytes())
+    }
+
+    /// Whether `command` (encoded) is the command this entry remembers.
+    pub fn same_command(&self, command: &[u8]) -> bool {
+        self.fingerprint == hash63(command)
+    }
+
+    /// `window` with `entry` appended, oldest entries dropped past [`Applied::WINDOW`].
+    pub fn push(window: &[Applied], entry: Applied) -> Vec<Applied> {
+        let keep = window.len().saturating_sub(Applied::WINDOW - 1);
+        let mut out = Vec::with_capacity(Applied::WINDOW.min(window.len() + 1));
+        out.extend_from_slice(&window[keep..]);
+        out.push(entry);
+        out
+    }
+}
+
+/// FNV-1a 64 of `bytes`, top bit cleared.
+fn hash63(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h >> 1
 }
 
 /// A loaded record and the revision to pass back when saving it.

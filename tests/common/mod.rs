@@ -220,6 +220,23 @@ impl Api {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await
     }
+    /// A request with an `Idempotency-Key` (and a JSON body, unless `Null`).
+    pub async fn keyed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+        key: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Idempotency-Key", key);
+        if !body.is_null() {
+            rb = rb.json(&body);
+        }
+        self.send(rb).await
+    }
     pub async fn checkout(&self, cart: &str, key: &str) -> anyhow::Result<(u16, Value)> {
         self.send(
             self.http

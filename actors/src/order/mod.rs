@@ -10,7 +10,7 @@
 mod saga;
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg};
+use crate::entity::{Behavior, EntityMsg, Origin};
 use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
@@ -116,6 +116,7 @@ async fn save_order(
         &mut state.current,
         order,
         events,
+        None,
         request_id,
     )
     .await
@@ -283,9 +284,10 @@ impl Behavior for OrderBehavior {
         id: &str,
         state: &mut OrderState,
         cmd: OrderCommand,
-        request_id: &str,
+        origin: &Origin,
         reply: RpcReplyPort<Bytes>,
     ) -> Result<(), ActorProcessingErr> {
+        let request_id = origin.request_id.as_str();
         match cmd {
             OrderCommand::Place { order, wait_ms } => {
                 state.trace = Some(tracing::Span::current().context());

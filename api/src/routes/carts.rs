@@ -19,6 +19,27 @@ use utoipa_axum::routes;
 /// The header carrying a checkout's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// Namespace of cart ids derived from `(user, Idempotency-Key)` on `POST /carts`.
+const CART_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8d2b_41c7_0e5a_4f19_b3d6_7a90_c1e2_f354);
+
+/// The `Idempotency-Key` of a request, if it sent one (validated like a checkout's).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| AppError::invalid("the Idempotency-Key header must be printable ASCII"))?;
+    validate::idempotency_key(key)?;
+    Ok(Some(key))
+}
+
+/// The command id of a cart write: the client's key, when it sent one.
+fn command_id(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    Ok(idempotency_key(headers)?.map(|k| format!("key:{k}")))
+}
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
@@ -85,20 +106,33 @@ fn owner(caller: &Caller, requested: Option<String>) -> Result<String, AppError>
 
 /// Create a cart (201) with a fresh id.
 #[utoipa::path(post, path = "/carts", tag = "carts", request_body = NewCart,
+    params(("Idempotency-Key" = Option<String>, Header, description = "optional: the same key again (per user) answers the cart the first request created")),
     responses((status = 201, description = "the new cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     rid: RequestId,
     caller: Caller,
+    headers: HeaderMap,
     Json(body): Json<NewCart>,
 ) -> Result<(StatusCode, Json<Cart>), AppError> {
     let user_id = owner(&caller, body.user_id)?;
     valid_id("user_id", &user_id)?;
-    // A v4 UUID in simple form: 32 hex digits, always a valid id.
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    // A UUID in simple form: 32 hex digits, always a valid id. Under an Idempotency-Key
+    // it is derived from (user, key), so a resend reaches the cart the first one made.
+    let key = idempotency_key(&headers)?;
+    let id = match key {
+        Some(key) => uuid::Uuid::new_v5(&CART_ID_NAMESPACE, format!("{user_id}/{key}").as_bytes()),
+        None => uuid::Uuid::new_v4(),
+    }
+    .simple()
+    .to_string();
     let cmd = CartCommand::Create { user_id };
-    let cart = state.bus().cart(&id, &cmd, rid.as_str()).await?;
+    let command_id = key.map(|k| format!("key:{k}"));
+    let cart = state
+        .bus()
+        .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
+        .await?;
     state
         .owners()
         .remember(format!("cart:{}", cart.id), &cart.user_id);
@@ -128,13 +162,14 @@ async fn read(
 
 /// Add units of a sku (adds to an existing line).
 #[utoipa::path(post, path = "/carts/{id}/items", tag = "carts", request_body = AddItem,
-    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("Idempotency-Key" = Option<String>, Header, description = "optional: the same key again (per cart) changes the cart once and answers the cart")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn add_item(
     State(state): State<AppState>,
     rid: RequestId,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Json(body): Json<AddItem>,
 ) -> Result<Json<Cart>, AppError> {
@@ -145,18 +180,25 @@ async fn add_item(
         sku: body.sku,
         qty: quantity(body.qty, false)?,
     };
-    Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
+    let command_id = command_id(&headers)?;
+    Ok(Json(
+        state
+            .bus()
+            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
+            .await?,
+    ))
 }
 
 /// Set a line's quantity (0 removes the line).
 #[utoipa::path(patch, path = "/carts/{id}/items/{sku}", tag = "carts", request_body = SetQty,
-    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("Idempotency-Key" = Option<String>, Header, description = "optional: the same key again (per cart) changes the cart once and answers the cart")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn set_qty(
     State(state): State<AppState>,
     rid: RequestId,
     caller: Caller,
+    headers: HeaderMap,
     Path((id, sku)): Path<(String, String)>,
     Json(body): Json<SetQty>,
 ) -> Result<Json<Cart>, AppError> {
@@ -167,25 +209,38 @@ async fn set_qty(
         sku,
         qty: quantity(body.qty, true)?,
     };
-    Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
+    let command_id = command_id(&headers)?;
+    Ok(Json(
+        state
+            .bus()
+            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
+            .await?,
+    ))
 }
 
 /// Remove a line.
 #[utoipa::path(delete, path = "/carts/{id}/items/{sku}", tag = "carts",
-    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("id" = String, Path, description = "cart id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("sku" = String, Path, description = "product", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("Idempotency-Key" = Option<String>, Header, description = "optional: the same key again (per cart) changes the cart once and answers the cart")),
     responses((status = 200, description = "the cart", body = Cart), Errors),
     security(("bearer" = [])))]
 async fn remove_item(
     State(state): State<AppState>,
     rid: RequestId,
     caller: Caller,
+    headers: HeaderMap,
     Path((id, sku)): Path<(String, String)>,
 ) -> Result<Json<Cart>, AppError> {
     valid_id("cart_id", &id)?;
     valid_id("sku", &sku)?;
     access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let cmd = CartCommand::RemoveItem { sku };
-    Ok(Json(state.bus().cart(&id, &cmd, rid.as_str()).await?))
+    let command_id = command_id(&headers)?;
+    Ok(Json(
+        state
+            .bus()
+            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
+            .await?,
+    ))
 }
 
 /// Check the cart out under an `Idempotency-Key`.

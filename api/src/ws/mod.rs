@@ -141,6 +141,9 @@ struct Reader {
     watches: mpsc::Sender<session::WatchRequest>,
     commands: JoinSet<()>,
     permits: Arc<Semaphore>,
+    /// This socket's session id: a cart write's command id is the session and the frame
+    /// id, so a frame resent on the same socket changes the cart once.
+    session: Arc<str>,
 }
 
 /// Whether the connection goes on after a frame.
@@ -179,8 +182,9 @@ impl Reader {
                 };
                 let (state, out) = (self.state.clone(), self.out.clone());
                 let caller = self.caller.clone();
+                let session = self.session.clone();
                 self.commands.spawn(async move {
-                    session::command(state, caller, out, c).await;
+                    session::command(state, caller, out, &session, c).await;
                     drop(permit);
                 });
             }
@@ -219,6 +223,7 @@ async fn connection(socket: WebSocket, state: AppState, caller: Caller, _slot: O
         watches,
         commands: JoinSet::new(),
         permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        session: Arc::from(new_request_id()),
     };
     let mut ping = interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut last_heard = Instant::now();

@@ -72,21 +72,39 @@ impl Action {
     }
 }
 
+/// The longest frame id (as JSON text) that serves as a command id; longer ids still
+/// work, but a resent frame is then a new command.
+const MAX_FRAME_ID_LEN: usize = 128;
+
+/// The command id of a frame: its socket's session and its `id`. A frame without an id
+/// (or with a very long one) gets none, and its fresh request id is its command id.
+fn frame_command_id(session: &str, id: &Value) -> Option<String> {
+    if id.is_null() {
+        return None;
+    }
+    // As JSON text, so the string "1" and the number 1 are different ids.
+    let id = id.to_string();
+    (id.len() <= MAX_FRAME_ID_LEN && !id.contains(['\r', '\n']))
+        .then(|| format!("ws:{session}:{id}"))
+}
+
 /// Runs one cart command and queues its reply.
 pub(crate) async fn command(
     state: AppState,
     caller: Caller,
     out: mpsc::Sender<Outbound>,
+    session: &str,
     req: CommandRequest,
 ) {
     let CommandRequest { id, cart_id, cmd } = req;
     let rid = new_request_id();
+    let command_id = frame_command_id(session, &id);
     let span = tracing::debug_span!("ws_command", request_id = %rid, %cart_id);
     let reply = async {
         let result = match access::cart_change(&state, &caller, &cart_id, &rid).await {
             Ok(()) => state
                 .bus()
-                .cart(&cart_id, &cmd, &rid)
+                .cart_command(&cart_id, &cmd, &rid, command_id.as_deref())
                 .await
                 .map_err(AppError::from),
             Err(e) => Err(e),

@@ -1,6 +1,6 @@
 //! The mapping between a stored [`Record`] and a MongoDB document.
 //!
-//! A document is the entity's own fields at the top level, as serde names them, plus three
+//! A document is the entity's own fields at the top level, as serde names them, plus four
 //! storage fields that start with an underscore:
 //!
 //! ```text
@@ -9,7 +9,8 @@
 //!   active: true, version: 3,
 //!   created_at: ISODate("2026-11-22T10:00:00.123Z"), updated_at: ISODate(…),
 //!   _rev: 3 (Int64),                         // the compare-and-set counter
-//!   _outbox: [ { type: "PriceChanged", product: { …, created_at: ISODate(…) }, old_price: 1199 } ] }
+//!   _outbox: [ { type: "PriceChanged", product: { …, created_at: ISODate(…) }, old_price: 1199 } ],
+//!   _applied: [ { c: 41234…, f: 9182…, v: 3 } ] }   // commands applied (absent when none)
 //! ```
 //!
 //! Everything goes through serde (`bson::to_document`), so a field added to a domain
@@ -36,6 +37,8 @@ pub const ID: &str = "_id";
 pub const REV: &str = "_rev";
 /// The field that holds the outbox: the events of the last change.
 pub const OUTBOX: &str = "_outbox";
+/// The field that holds the window of applied commands ([`crate::Applied`]).
+pub const APPLIED: &str = "_applied";
 
 /// Where the instants are inside an event, by the field that holds the entity: the same
 /// paths as the entity's own documents.
@@ -55,7 +58,7 @@ pub fn to_document<T: Serialize>(
 ) -> Result<Document, StoreError> {
     let mut state = bson::to_document(&record.state)
         .map_err(|e| StoreError::Codec(format!("encoding {id}: {e}")))?;
-    if let Some(reserved) = [ID, REV, OUTBOX]
+    if let Some(reserved) = [ID, REV, OUTBOX, APPLIED]
         .into_iter()
         .find(|k| state.contains_key(k))
     {
@@ -79,6 +82,11 @@ pub fn to_document<T: Serialize>(
     doc.extend(state);
     doc.insert(REV, rev);
     doc.insert(OUTBOX, outbox);
+    if !record.applied.is_empty() {
+        let applied = bson::to_bson(&record.applied)
+            .map_err(|e| StoreError::Codec(format!("encoding {id}: {APPLIED}: {e}")))?;
+        doc.insert(APPLIED, applied);
+    }
     Ok(doc)
 }
 
@@ -112,10 +120,21 @@ pub fn from_document<T: DeserializeOwned>(
             .collect::<Result<Vec<_>, _>>()?,
         Some(other) => return Err(codec(OUTBOX, &format!("expected an array, found {other}"))),
     };
+    let applied = match doc.remove(APPLIED) {
+        None | Some(Bson::Null) => Vec::new(),
+        Some(b) => bson::from_bson(b).map_err(|e| codec(APPLIED, &e))?,
+    };
     let mut state = Bson::Document(doc);
     dates_to_strings(&mut state);
     let state = bson::from_bson(state).map_err(|e| codec("state", &e))?;
-    Ok((Record { state, outbox }, rev))
+    Ok((
+        Record {
+            state,
+            outbox,
+            applied,
+        },
+        rev,
+    ))
 }
 
 /// An event as a document, with the instants of the entity it carries as BSON dates.

@@ -230,13 +230,25 @@ pub async fn racing_creators_one_wins(s: &Stores) -> anyhow::Result<()> {
 /// Events stored with a record come back with it, in order, and an update can clear them.
 pub async fn outbox_survives_round_trip(s: &Stores) -> anyhow::Result<()> {
     let events = fixtures::every_kind_of_event();
+    // With a window of applied commands, including hashes that use all 63 bits.
+    let applied: Vec<cartwheel_storage::Applied> = (0..20)
+        .map(|i| cartwheel_storage::Applied::new(&format!("cmd-{i}"), b"add MUG-1", i))
+        .fold(Vec::new(), |w, a| cartwheel_storage::Applied::push(&w, a));
+    assert_eq!(applied.len(), cartwheel_storage::Applied::WINDOW);
     let record = cartwheel_storage::Record {
         state: fixtures::cart("cart-1", "user-1"),
         outbox: events.clone(),
+        applied: applied.clone(),
     };
     let revision = s.carts.create("cart-1", &record).await?;
     let loaded = s.carts.load("cart-1").await?.context("loads")?;
     assert_eq!(loaded.record.outbox, events);
+    assert_eq!(loaded.record.applied, applied);
+    assert!(loaded.record.applied("cmd-19").is_some());
+    assert!(
+        loaded.record.applied("cmd-3").is_none(),
+        "dropped from the window"
+    );
     assert_eq!(loaded.record, record);
 
     // Published: the next write drops them.
@@ -249,6 +261,7 @@ pub async fn outbox_survives_round_trip(s: &Stores) -> anyhow::Result<()> {
     let with_events = Record {
         state: order.clone(),
         outbox: vec![cartwheel_domain::Event::OrderCreated { order }],
+        applied: Vec::new(),
     };
     s.orders.create("order-1", &with_events).await?;
     let loaded = s.orders.load("order-1").await?.context("loads")?;
