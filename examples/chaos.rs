@@ -2,6 +2,14 @@
 //! lease) at random while clients check out carts against scarce stock; at the end the
 //! same invariants as the cluster tests are checked and the figures printed as JSON.
 //!
+//! Beside the checkouts, careful clients add one unit at a time to a few shared carts,
+//! each add under its own `Idempotency-Key` and resent with that key until it is answered
+//! (or given up: indeterminate). Every outcome is recorded; at the end each cart must hold
+//! at least every acknowledged add and at most acknowledged + indeterminate ones (nothing
+//! lost, nothing applied twice), and the versions each client saw must only grow.
+//! `--nats-cluster 1` runs on a 3-server NATS cluster (R3 buckets) and adds kill -9 and
+//! restart of one server to the faults.
+//!
 //! Run it with `scripts/chaos` (release build, bounded in time, loopback only):
 //! `scripts/chaos --seed 7 --duration-secs 300`.
 
@@ -40,6 +48,118 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What the careful cart clients saw.
+#[derive(Default)]
+struct CartLedger {
+    /// Per cart: acknowledged adds (each key counted once).
+    acked: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Per cart: adds given up on without an answer (may or may not be applied).
+    indeterminate: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Requests sent (including resends) and how many were answered 5xx.
+    requests: AtomicU64,
+    http_5xx: AtomicU64,
+    /// Refusals (4xx) of an add: nothing applied.
+    refused: AtomicU64,
+    /// A client saw a cart version lower than one it had seen before.
+    versions_regressed: AtomicU64,
+    /// Milliseconds since the start of each successful write, for the longest gap.
+    writes_ok_ms: std::sync::Mutex<Vec<u64>>,
+}
+
+/// One careful client: adds one unit of ADD to a random cart of `carts`, under a fresh
+/// key, resending with the same key until answered or 30 s passed.
+async fn cart_client(
+    api: Api,
+    w: u64,
+    carts: Arc<Vec<String>>,
+    ledger: Arc<CartLedger>,
+    running: Arc<AtomicBool>,
+    started: Instant,
+) {
+    let mut rng = Rng((w + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut n = 0u64;
+    while running.load(Ordering::Relaxed) {
+        n += 1;
+        let cart = carts[rng.below(carts.len() as u64) as usize].clone();
+        let key = format!("add-{w}-{n}");
+        let path = format!("/carts/{cart}/items");
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let outcome = loop {
+            ledger.requests.fetch_add(1, Ordering::Relaxed);
+            match api
+                .keyed(
+                    reqwest::Method::POST,
+                    &path,
+                    json!({"sku": "ADD", "qty": 1}),
+                    &key,
+                )
+                .await
+            {
+                Ok((200, c)) => break Some(Ok(c)),
+                Ok((s, _)) if s >= 500 => {
+                    ledger.http_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((s, e)) => break Some(Err((s, e))),
+                Err(_) => {}
+            }
+            if Instant::now() > give_up {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match outcome {
+            Some(Ok(c)) => {
+                *ledger
+                    .acked
+                    .lock()
+                    .unwrap()
+                    .entry(cart.clone())
+                    .or_default() += 1;
+                ledger
+                    .writes_ok_ms
+                    .lock()
+                    .unwrap()
+                    .push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+                let v = c["version"].as_u64().unwrap_or(0);
+                let last = seen.entry(cart).or_default();
+                if v < *last {
+                    ledger.versions_regressed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("client {w}: version {v} after {last}");
+                }
+                *last = v;
+            }
+            Some(Err((s, e))) => {
+                ledger.refused.fetch_add(1, Ordering::Relaxed);
+                eprintln!("client {w}: add refused {s} {e}");
+            }
+            None => {
+                *ledger
+                    .indeterminate
+                    .lock()
+                    .unwrap()
+                    .entry(cart)
+                    .or_default() += 1;
+            }
+        }
+    }
+}
+
+/// The NATS the run uses: one server, or a 3-server cluster whose servers are faults too.
+enum Nats {
+    One(NatsServer),
+    Cluster(cartwheel_testkit::NatsCluster),
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        match self {
+            Nats::One(s) => s.url(),
+            Nats::Cluster(c) => c.urls(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -109,12 +229,14 @@ async fn with_retry(
 }
 
 async fn start_node(id: String, dir: &std::path::Path, url: String) -> anyhow::Result<Proc> {
+    let replicas = if url.contains(',') { "3" } else { "1" };
     Proc::node(
         &url,
         dir.join(format!("{id}.log")),
         &[
             ("CARTWHEEL_NODE_ID", id.as_str()),
             ("CARTWHEEL_LEASE_TTL_MS", "3000"),
+            ("CARTWHEEL_REPLICAS", replicas),
         ],
     )
     .await
@@ -126,8 +248,14 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(arg("--duration-secs", 60));
     let clients = arg("--clients", 16);
     let hot_stock = arg("--hot-stock", 500);
+    let cart_clients = arg("--cart-clients", 8);
+    let cart_count = arg("--carts", 20);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let nats = NatsServer::start().await?;
+    let mut nats = if arg("--nats-cluster", 0) == 1 {
+        Nats::Cluster(cartwheel_testkit::NatsCluster::start(3).await?)
+    } else {
+        Nats::One(NatsServer::start().await?)
+    };
     let dir = tempfile::tempdir()?;
     let mut next_id = 0u32;
     let mut nodes: BTreeMap<String, Proc> = BTreeMap::new();
@@ -141,6 +269,14 @@ async fn main() -> anyhow::Result<()> {
     let api = edge.api();
     api.product("HOT", 300, hot_stock).await?;
     api.product("COLD", 100, 1_000_000).await?;
+    api.product("ADD", 10, 1_000_000).await?;
+    let mut shared = Vec::new();
+    for i in 0..cart_count {
+        shared.push(api.cart(&format!("shared{i}")).await?);
+    }
+    let shared = Arc::new(shared);
+    let ledger = Arc::new(CartLedger::default());
+    let run_started = Instant::now();
 
     let counters = Arc::new(Counters::default());
     let running = Arc::new(AtomicBool::new(true));
@@ -201,13 +337,40 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let started = Instant::now();
+    for w in 0..cart_clients {
+        load.push(tokio::spawn(cart_client(
+            api.clone(),
+            w,
+            shared.clone(),
+            ledger.clone(),
+            running.clone(),
+            run_started,
+        )));
+    }
+
+    let started = run_started;
     let mut events: BTreeMap<&str, u64> = BTreeMap::new();
+    let faults = if matches!(nats, Nats::Cluster(_)) {
+        5
+    } else {
+        4
+    };
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_millis(2000 + rng.below(4000))).await;
         let ids: Vec<String> = nodes.keys().cloned().collect();
         let victim = ids[rng.below(ids.len() as u64) as usize].clone();
-        match rng.below(4) {
+        match rng.below(faults) {
+            4 => {
+                if let Nats::Cluster(cluster) = &mut nats {
+                    let i = rng.below(3) as usize;
+                    cluster.kill(i)?;
+                    eprintln!("[{:?}] kill -9 nats-server {i}", started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(2000 + rng.below(2000))).await;
+                    cluster.restart(i).await?;
+                    *events.entry("nats_kill_restart").or_default() += 1;
+                    eprintln!("[{:?}] restarted nats-server {i}", started.elapsed());
+                }
+            }
             0 if nodes.len() > 1 => {
                 let mut p = nodes.remove(&victim).unwrap();
                 p.child.kill9()?;
@@ -301,6 +464,46 @@ async fn main() -> anyhow::Result<()> {
     if !unfinished.is_empty() {
         eprintln!("orders with unfinished sagas: {unfinished:#?}");
     }
+    // The careful clients' carts: nothing acknowledged lost, nothing applied twice.
+    let acked = ledger.acked.lock().unwrap().clone();
+    let indeterminate = ledger.indeterminate.lock().unwrap().clone();
+    let (mut lost, mut duplicated) = (0u64, 0u64);
+    for cart in shared.iter() {
+        let (s, c) = api.get(&format!("/carts/{cart}")).await?;
+        anyhow::ensure!(s == 200, "cart {cart}: {s} {c}");
+        let qty = c["items"]
+            .as_array()
+            .and_then(|xs| xs.iter().find(|l| l["sku"] == "ADD"))
+            .and_then(|l| l["qty"].as_u64())
+            .unwrap_or(0);
+        let a = acked.get(cart).copied().unwrap_or(0);
+        let i = indeterminate.get(cart).copied().unwrap_or(0);
+        if qty < a {
+            lost += a - qty;
+            eprintln!("cart {cart}: {qty} units, {a} acknowledged");
+        }
+        if qty > a + i {
+            duplicated += qty - a - i;
+            eprintln!("cart {cart}: {qty} units, {a} acknowledged + {i} indeterminate");
+        }
+    }
+    let mut oks = ledger.writes_ok_ms.lock().unwrap().clone();
+    oks.sort_unstable();
+    let longest_gap_ms = oks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let requests = ledger.requests.load(Ordering::Relaxed);
+    let cart_5xx = ledger.http_5xx.load(Ordering::Relaxed);
+    let cart_report = json!({
+        "adds_acknowledged": acked.values().sum::<u64>(),
+        "adds_indeterminate": indeterminate.values().sum::<u64>(),
+        "adds_refused": ledger.refused.load(Ordering::Relaxed),
+        "requests": requests,
+        "http_5xx": cart_5xx,
+        "http_5xx_rate": if requests == 0 { 0.0 } else { cart_5xx as f64 / requests as f64 },
+        "lost": lost,
+        "duplicated": duplicated,
+        "versions_regressed": ledger.versions_regressed.load(Ordering::Relaxed),
+        "longest_write_gap_ms": longest_gap_ms,
+    });
     let (_, hot) = api.get("/inventory/HOT").await?;
     let (_, cold) = api.get("/inventory/COLD").await?;
     let c = &counters;
@@ -319,6 +522,7 @@ async fn main() -> anyhow::Result<()> {
         "cold_reserved": cold["reserved"],
         "hot_confirmed_units": hot_units,
         "unfinished_sagas": unfinished.len(),
+        "carts": cart_report,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let on_hand = hot["on_hand"].as_u64().unwrap_or(u64::MAX);
@@ -330,6 +534,13 @@ async fn main() -> anyhow::Result<()> {
         on_hand + hot_units == hot_stock,
         "on_hand {on_hand} + confirmed {hot_units} != {hot_stock}"
     );
+    anyhow::ensure!(lost == 0, "{lost} acknowledged adds lost");
+    anyhow::ensure!(duplicated == 0, "{duplicated} adds applied more than once");
+    anyhow::ensure!(
+        ledger.versions_regressed.load(Ordering::Relaxed) == 0,
+        "a client saw a cart version go back"
+    );
+    anyhow::ensure!(unfinished.is_empty(), "orders stuck with unfinished sagas");
     eprintln!("invariants hold");
     Ok(())
 }

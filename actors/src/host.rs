@@ -107,11 +107,21 @@ pub async fn serve<B: Behavior>(
         let routed = route::<B>(&routes, &msg, request_id.clone());
         let nats = nats.clone();
         let subject = msg.subject.clone();
+        let (guard, partition) = (routes.guard.clone(), routes.partition);
         tracker.spawn(async move {
             let sent = match routed {
                 Ok(rx) => {
                     let body = await_reply(rx, &subject).await;
-                    nats.publish(reply_to, body).await
+                    if !guard.holds(partition) && is_unavailable(&body) {
+                        // Refused because the lease lapsed while the command waited or
+                        // ran: nothing was written here; the new owner serves the resend
+                        // (a cart recognises it by its command id).
+                        let mut h = async_nats::HeaderMap::new();
+                        h.insert(headers::RETRY, "moving");
+                        nats.publish_with_headers(reply_to, h, body).await
+                    } else {
+                        nats.publish(reply_to, body).await
+                    }
                 }
                 Err(Refusal::Moving(body)) => {
                     let mut h = async_nats::HeaderMap::new();
@@ -134,6 +144,14 @@ async fn sleep_until_lapse(deadline: Option<std::time::Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until((d + Duration::from_millis(1)).into()).await;
     }
+}
+
+/// Whether an encoded reply is an `unavailable` error.
+fn is_unavailable(body: &Bytes) -> bool {
+    matches!(
+        codec::decode::<cartwheel_bus::messages::Reply<serde::de::IgnoredAny>>(body),
+        Ok(Err(e)) if e.code == cartwheel_domain::ErrorCode::Unavailable
+    )
 }
 
 async fn await_reply(rx: OneshotReceiver<Bytes>, subject: &Subject) -> Bytes {

@@ -143,26 +143,47 @@ async fn bucket(
     max_age: Duration,
     replicas: usize,
 ) -> Result<kv::Store, PlacementError> {
-    if let Ok(store) = js.get_key_value(name.clone()).await {
-        return Ok(store);
+    // Nodes starting together race to create the buckets, and a replicated bucket just
+    // created answers "no responders" until its stream has a leader: keep trying (bounded)
+    // until the bucket exists and answers a read, so a node never starts half-placed.
+    let started = Instant::now();
+    let mut last_error = String::new();
+    while started.elapsed() < BUCKET_READY_WAIT {
+        let store = match js.get_key_value(name.clone()).await {
+            Ok(store) => Some(store),
+            Err(_) => {
+                let config = kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    max_age,
+                    num_replicas: replicas,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                };
+                match js.create_key_value(config).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        last_error = e.to_string();
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(store) = store {
+            match store.entry("ready-probe").await {
+                Ok(_) => return Ok(store),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let config = kv::Config {
-        bucket: name.clone(),
-        history: 1,
-        max_age,
-        num_replicas: replicas,
-        storage: async_nats::jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    match js.create_key_value(config).await {
-        Ok(s) => Ok(s),
-        // Another node created it at the same moment.
-        Err(_) => js
-            .get_key_value(name.clone())
-            .await
-            .map_err(|e| PlacementError::Placement(format!("bucket {name}: {e}"))),
-    }
+    Err(PlacementError::Placement(format!(
+        "bucket {name}: {last_error}"
+    )))
 }
+
+/// How long a starting node waits for its placement buckets to answer.
+const BUCKET_READY_WAIT: Duration = Duration::from_secs(15);
 
 impl Placement {
     /// Opens (or creates) the membership and lease buckets.
@@ -456,10 +477,23 @@ impl Placement {
             .filter_map(|(p, rev)| rev.map(|r| (p, r)))
             .collect();
         let until = started + self.ctx.settings.lease_ttl - self.margin();
-        let mut acquired = Vec::new();
-        for (p, revision) in won {
+        // Start serving every partition won at once: until its subscriptions exist, the
+        // lease names this node while nothing here answers.
+        let starts = won.into_iter().map(|(p, revision)| {
             self.ctx.guard.grant(p, until);
-            match PartitionRuntime::start(&self.ctx, p, &self.stats, self.limiter.clone()).await {
+            let (ctx, stats, limiter) = (&self.ctx, &self.stats, self.limiter.clone());
+            async move {
+                (
+                    p,
+                    revision,
+                    PartitionRuntime::start(ctx, p, stats, limiter).await,
+                )
+            }
+        });
+        let started_all = futures::future::join_all(starts).await;
+        let mut acquired = Vec::new();
+        for (p, revision, runtime) in started_all {
+            match runtime {
                 Ok(runtime) => {
                     self.held.insert(p, Held { revision, runtime });
                     acquired.push(p);

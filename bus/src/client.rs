@@ -48,9 +48,12 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resend {
     /// A read, or a command the receiver de-duplicates (a cart write under its command
-    /// id, a checkout under its idempotency key): when the connection it went out on was
-    /// replaced before the reply came, it is sent again at once on the new one.
+    /// id): when the connection it went out on was replaced before the reply came, it is
+    /// sent again at once on the new one.
     Safe,
+    /// The same, for a request whose answer legitimately takes long (a checkout waits for
+    /// its saga; its idempotency key makes a resend safe).
+    AfterReconnect,
     /// A command that might apply twice: an unknown outcome is a [`BusError::Timeout`].
     Never,
 }
@@ -226,7 +229,9 @@ impl BusClient {
             let attempt = self.nats.send_request(subject.to_owned(), request);
             let outcome = match resend {
                 Resend::Never => Some(attempt.await),
-                Resend::Safe => lost_to_reconnect(attempt, &stats, connects).await,
+                Resend::Safe | Resend::AfterReconnect => {
+                    lost_to_reconnect(attempt, &stats, connects).await
+                }
             };
             let Some(outcome) = outcome else {
                 // The connection this attempt used was replaced: its request or its reply
@@ -342,8 +347,15 @@ impl BusClient {
         // The cart waits for the order, which waits for the saga: allow for both.
         let timeout = self.config.request_timeout + wait;
         // The idempotency key makes a resend reach the same order.
-        self.request_with(&subject, &cmd, request_id, None, Resend::Safe, timeout)
-            .await
+        self.request_with(
+            &subject,
+            &cmd,
+            request_id,
+            None,
+            Resend::AfterReconnect,
+            timeout,
+        )
+        .await
     }
 
     /// A sku command that answers the product.

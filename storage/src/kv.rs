@@ -297,7 +297,7 @@ async fn open_bucket(
     match js.get_key_value(name).await {
         Ok(store) => {
             warn_if_different(&store, settings);
-            return Ok(store);
+            return answering(store, name).await;
         }
         Err(e) if !is_missing_bucket(&e) => {
             return Err(StoreError::Unavailable(format!(
@@ -314,15 +314,40 @@ async fn open_bucket(
         storage: StorageType::File,
         ..kv::Config::default()
     };
-    match js.create_key_value(config).await {
+    let store = match js.create_key_value(config).await {
         Ok(store) => {
             tracing::info!(bucket = name, "created KV bucket");
-            Ok(store)
+            store
         }
         // Another node may have created it since we looked; then opening it succeeds.
         Err(create_error) => js.get_key_value(name).await.map_err(|_| {
             StoreError::Unavailable(format!("creating KV bucket {name}: {create_error}"))
-        }),
+        })?,
+    };
+    answering(store, name).await
+}
+
+/// How long a node waits, at start, for a bucket to answer reads.
+const BUCKET_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Returns `store` once it answers a read. A replicated bucket just created (or whose
+/// stream is electing a leader) answers "no responders" for a moment; a node must not
+/// take partitions, and answer 503s, before its buckets can be read.
+async fn answering(store: kv::Store, name: &str) -> Result<kv::Store, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match store.entry("ready-probe").await {
+            Ok(_) => return Ok(store),
+            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
+                return Err(StoreError::Unavailable(format!(
+                    "KV bucket {name} does not answer reads: {e}"
+                )));
+            }
+            Err(e) => {
+                tracing::debug!(bucket = name, error = %e, "bucket not answering yet");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
