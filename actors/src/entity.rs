@@ -90,19 +90,6 @@ pub struct Origin {
     pub payload: Bytes,
 }
 
-impl Origin {
-    /// An origin whose command id is its request id (internal requests, tests).
-    pub fn new(request_id: impl Into<String>) -> Origin {
-        let request_id = request_id.into();
-        Origin {
-            command_id: request_id.clone(),
-            explicit: false,
-            request_id,
-            payload: Bytes::new(),
-        }
-    }
-}
-
 /// A message to an entity actor.
 pub enum EntityMsg<B: Behavior> {
     /// A command from the bus, with its reply port.

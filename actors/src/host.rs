@@ -223,19 +223,14 @@ fn route<B: Behavior>(
         .send_message(SupervisorMsg::Route {
             id: id.to_owned(),
             cmd,
-            origin: match headers::command_id(msg.headers.as_ref()) {
-                Some(command_id) => Origin {
-                    command_id,
-                    explicit: true,
+            origin: {
+                let given = headers::command_id(msg.headers.as_ref());
+                Origin {
+                    explicit: given.is_some(),
+                    command_id: given.unwrap_or_else(|| request_id.clone()),
                     request_id,
                     payload: msg.payload.clone(),
-                },
-                None => Origin {
-                    command_id: request_id.clone(),
-                    explicit: false,
-                    request_id,
-                    payload: msg.payload.clone(),
-                },
+                }
             },
             reply,
             span,

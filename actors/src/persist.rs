@@ -123,9 +123,7 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         };
         let written = match budget_left {
             None => write.await,
-            Some(left) => tokio::time::timeout(left, write)
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into()))),
+            Some(left) => within(left, write).await,
         };
         record_storage(&kind, op, started, written.is_ok());
         let error = match written {
@@ -143,10 +141,7 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         }
         tracing::warn!(%kind, %id, attempt, %error, "write outcome unknown; looking it up");
         tokio::time::sleep(pause).await;
-        let lookup = tokio::time::timeout(left - pause, store.load(id))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
-        match lookup {
+        match within(left - pause, store.load(id)).await {
             Ok(Some(stored)) if stored.record == record => {
                 metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "was_applied").increment(1);
                 break stored.revision;
@@ -163,6 +158,16 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
     publish_outbox(ctx, &record.outbox, Some(request_id)).await;
     *current = Some(Versioned { record, revision });
     Ok(())
+}
+
+/// A storage call bounded by `left`: past it, `Unavailable` like any unanswered call.
+async fn within<R>(
+    left: std::time::Duration,
+    call: impl std::future::Future<Output = Result<R, StoreError>>,
+) -> Result<R, StoreError> {
+    tokio::time::timeout(left, call)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())))
 }
 
 /// Records one storage call in `cartwheel_storage_duration_seconds` (by entity kind,

@@ -36,6 +36,15 @@ async fn start(nats: &NatsServer, settings: NodeSettings) -> anyhow::Result<(Nod
     Ok((node, bus))
 }
 
+/// Settings that passivate idle actors within a quarter of a second.
+fn passivating() -> NodeSettings {
+    NodeSettings {
+        passivate_after: Duration::from_millis(200),
+        passivation_tick: Duration::from_millis(50),
+        ..NodeSettings::default()
+    }
+}
+
 async fn product(bus: &BusClient, sku: &str, stock: u64) -> anyhow::Result<()> {
     let draft = ProductDraft {
         sku: sku.into(),
@@ -56,12 +65,7 @@ async fn product(bus: &BusClient, sku: &str, stock: u64) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_actors_are_passivated_and_reactivate_from_storage() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
-    let settings = NodeSettings {
-        passivate_after: Duration::from_millis(200),
-        passivation_tick: Duration::from_millis(50),
-        ..NodeSettings::default()
-    };
-    let (node, bus) = start(&nats, settings).await?;
+    let (node, bus) = start(&nats, passivating()).await?;
     product(&bus, "A", 10).await?;
     bus.cart(
         "c1",
@@ -269,12 +273,7 @@ async fn raw_cart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_command_changes_the_cart_once_also_after_passivation() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
-    let settings = NodeSettings {
-        passivate_after: Duration::from_millis(200),
-        passivation_tick: Duration::from_millis(50),
-        ..NodeSettings::default()
-    };
-    let (node, bus) = start(&nats, settings).await?;
+    let (node, bus) = start(&nats, passivating()).await?;
     product(&bus, "A", 10).await?;
     let create = CartCommand::Create {
         user_id: "u".into(),

@@ -35,9 +35,26 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     Ok(Some(key))
 }
 
-/// The command id of a cart write: the client's key, when it sent one.
-fn command_id(headers: &HeaderMap) -> Result<Option<String>, AppError> {
-    Ok(idempotency_key(headers)?.map(|k| format!("key:{k}")))
+/// The command id of a cart write under a client's key.
+fn key_command_id(key: &str) -> String {
+    format!("key:{key}")
+}
+
+/// Sends a cart change under the request's `Idempotency-Key` (if any) and answers the cart.
+async fn change(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    cmd: &CartCommand,
+    rid: &RequestId,
+) -> Result<Json<Cart>, AppError> {
+    let command_id = idempotency_key(headers)?.map(key_command_id);
+    Ok(Json(
+        state
+            .bus()
+            .cart_command(id, cmd, rid.as_str(), command_id.as_deref())
+            .await?,
+    ))
 }
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -128,7 +145,7 @@ async fn create(
     .simple()
     .to_string();
     let cmd = CartCommand::Create { user_id };
-    let command_id = key.map(|k| format!("key:{k}"));
+    let command_id = key.map(key_command_id);
     let cart = state
         .bus()
         .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
@@ -180,13 +197,7 @@ async fn add_item(
         sku: body.sku,
         qty: quantity(body.qty, false)?,
     };
-    let command_id = command_id(&headers)?;
-    Ok(Json(
-        state
-            .bus()
-            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
-            .await?,
-    ))
+    change(&state, &headers, &id, &cmd, &rid).await
 }
 
 /// Set a line's quantity (0 removes the line).
@@ -209,13 +220,7 @@ async fn set_qty(
         sku,
         qty: quantity(body.qty, true)?,
     };
-    let command_id = command_id(&headers)?;
-    Ok(Json(
-        state
-            .bus()
-            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
-            .await?,
-    ))
+    change(&state, &headers, &id, &cmd, &rid).await
 }
 
 /// Remove a line.
@@ -234,13 +239,7 @@ async fn remove_item(
     valid_id("sku", &sku)?;
     access::cart_change(&state, &caller, &id, rid.as_str()).await?;
     let cmd = CartCommand::RemoveItem { sku };
-    let command_id = command_id(&headers)?;
-    Ok(Json(
-        state
-            .bus()
-            .cart_command(&id, &cmd, rid.as_str(), command_id.as_deref())
-            .await?,
-    ))
+    change(&state, &headers, &id, &cmd, &rid).await
 }
 
 /// Check the cart out under an `Idempotency-Key`.
