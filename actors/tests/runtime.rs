@@ -321,3 +321,55 @@ async fn a_repeated_command_changes_the_cart_once_also_after_passivation() -> an
     node.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_swallowed_by_a_subscriber_that_never_answers_is_served_by_a_later_copy()
+-> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let nats = NatsServer::start().await?;
+    // A subscriber that takes every copy and never answers: a node paused past its lease,
+    // still subscribed, while the partition's new owner is still starting.
+    let raw = async_nats::connect(nats.url()).await?;
+    let names = Names::new("t");
+    let subject = BusClient::new(
+        raw.clone(),
+        BusConfig {
+            names: names.clone(),
+            partitions: 8,
+            ..BusConfig::default()
+        },
+    )
+    .subject(cartwheel_bus::names::EntityKind::Cart, "c");
+    let mut swallower = raw.subscribe(subject).await?;
+    raw.flush().await?;
+    let requester = BusClient::new(
+        async_nats::connect(nats.url()).await?,
+        BusConfig {
+            names,
+            partitions: 8,
+            request_timeout: Duration::from_secs(20),
+            hedge_after: Duration::from_millis(300),
+            ..BusConfig::default()
+        },
+    );
+    let create = CartCommand::Create {
+        user_id: "u".into(),
+    };
+    let sent = tokio::spawn(async move { requester.cart("c", &create, "swallowed").await });
+    // The first copy reaches only the swallower; then the owner starts.
+    let first = tokio::time::timeout(Duration::from_secs(10), swallower.next()).await?;
+    assert!(first.is_some());
+    let (node, bus) = start(&nats, NodeSettings::default()).await?;
+    let cart = tokio::time::timeout(Duration::from_secs(15), sent).await???;
+    assert_eq!(cart.version, 1, "{cart:?}");
+    // Every copy the owner received was the same command: the cart changed once.
+    let add = CartCommand::AddItem {
+        sku: "A".into(),
+        qty: 1,
+    };
+    product(&bus, "A", 10).await?;
+    let after = bus.cart("c", &add, "next").await?;
+    assert_eq!(after.version, 2, "{after:?}");
+    node.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}

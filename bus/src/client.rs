@@ -30,6 +30,11 @@ pub struct BusConfig {
     /// TTL plus one placement tick — so a request sent while a partition moves is served
     /// by the new owner instead of failing.
     pub retry_window: Duration,
+    /// How long a request that is safe to resend (a read, a de-duplicated cart command)
+    /// waits for an answer before another copy goes out beside it. A node that is still
+    /// subscribed but cannot answer — paused, or wedged past its lease — swallows the
+    /// copies it gets; the partition's new owner answers the next one.
+    pub hedge_after: Duration,
 }
 
 impl Default for BusConfig {
@@ -40,6 +45,7 @@ impl Default for BusConfig {
             request_timeout: Duration::from_secs(5),
             // The default lease TTL (6 s) plus one tick (1 s), plus a second of slack.
             retry_window: Duration::from_secs(8),
+            hedge_after: Duration::from_secs(1),
         }
     }
 }
@@ -63,6 +69,8 @@ pub enum Resend {
 const RECONNECT_CHECK_AFTER: Duration = Duration::from_millis(200);
 /// How often it looks, from then on.
 const RECONNECT_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// At most this many copies of one safe request are in flight at once.
+const MAX_COPIES: usize = 3;
 
 /// The `target` label of the request metric: the entity kind or query a subject
 /// addresses (`cart`, `inventory`, `order`, `query.catalog`, …). Never an id, so the
@@ -76,29 +84,69 @@ fn target_label(subject: &str) -> String {
     }
 }
 
-/// Runs `attempt` to its end, unless the client reconnects meanwhile (`None`): then the
-/// attempt's request or reply may have been lost with the old connection. Only attempts
-/// that run longer than [`RECONNECT_CHECK_AFTER`] look at the connection, so a quick
-/// request costs nothing extra.
-async fn lost_to_reconnect<F, T>(
-    attempt: F,
+/// What became of one attempt of a resendable request.
+enum Settled<T> {
+    /// The first copy to come back with something other than a timeout (or the last
+    /// copy's timeout).
+    Done(T),
+    /// The client reconnected meanwhile: every copy's request or reply may be gone.
+    Reconnected,
+}
+
+/// Runs an attempt of a request that is safe to send again. Only attempts that run
+/// longer than [`RECONNECT_CHECK_AFTER`] cost anything extra:
+///
+/// - when the client reconnects under it, the copies in flight may have been lost with
+///   the old connection ([`Settled::Reconnected`]);
+/// - when `hedge` is set and no copy has answered after that long, another copy is sent
+///   (up to [`MAX_COPIES`]), while the earlier ones still wait for their replies. This is
+///   what serves a request swallowed by a node that is still subscribed but cannot
+///   answer (a process paused or wedged past its lease): the partition's new owner
+///   answers the copy, and the receiver's command de-duplication makes the copies one
+///   command.
+async fn settle<F, Fut, T, E>(
+    mut send: F,
+    hedge: Option<Duration>,
     stats: &async_nats::Statistics,
     connects: u64,
-) -> Option<T>
+    is_timeout: impl Fn(&Result<T, E>) -> bool,
+) -> Settled<Result<T, E>>
 where
-    F: std::future::Future<Output = T>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
-    tokio::pin!(attempt);
-    if let Ok(done) = tokio::time::timeout(RECONNECT_CHECK_AFTER, &mut attempt).await {
-        return Some(done);
+    use futures::StreamExt as _;
+    let mut copies = futures::stream::FuturesUnordered::new();
+    copies.push(send());
+    let first = tokio::time::timeout(RECONNECT_CHECK_AFTER, copies.next()).await;
+    if let Ok(Some(done)) = first {
+        return Settled::Done(done);
     }
     let mut check = tokio::time::interval(RECONNECT_CHECK_EVERY);
+    let started = Instant::now();
+    let mut next_copy = hedge.map(|after| started + after.saturating_sub(RECONNECT_CHECK_AFTER));
     loop {
+        let hedge_at = next_copy.filter(|_| copies.len() < MAX_COPIES);
         tokio::select! {
-            done = &mut attempt => return Some(done),
+            done = copies.next() => match done {
+                Some(done) if !copies.is_empty() && is_timeout(&done) => {}
+                // `None` cannot happen (the last copy's outcome is returned), but an empty
+                // set must not spin: treat it like a lost connection, which resends.
+                Some(done) => return Settled::Done(done),
+                None => return Settled::Reconnected,
+            },
+            () = async {
+                match hedge_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                copies.push(send());
+                next_copy = hedge.map(|every| Instant::now() + every);
+            }
             _ = check.tick() => {
                 if stats.connects.load(std::sync::atomic::Ordering::Relaxed) != connects {
-                    return None;
+                    return Settled::Reconnected;
                 }
             }
         }
@@ -221,16 +269,29 @@ impl BusClient {
         headers::inject_trace_context(&mut message_headers);
         let stats = self.nats.statistics();
         let result = loop {
-            let request = Request::new()
-                .payload(payload.clone())
-                .headers(message_headers.clone())
-                .timeout(Some(timeout));
             let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
-            let attempt = self.nats.send_request(subject.to_owned(), request);
+            let send = || {
+                let request = Request::new()
+                    .payload(payload.clone())
+                    .headers(message_headers.clone())
+                    .timeout(Some(timeout));
+                self.nats.send_request(subject.to_owned(), request)
+            };
+            let hedge = match resend {
+                Resend::Safe => Some(self.config.hedge_after),
+                _ => None,
+            };
             let outcome = match resend {
-                Resend::Never => Some(attempt.await),
+                Resend::Never => Some(send().await),
                 Resend::Safe | Resend::AfterReconnect => {
-                    lost_to_reconnect(attempt, &stats, connects).await
+                    let timed_out = |r: &Result<async_nats::Message, async_nats::RequestError>| {
+                        r.as_ref()
+                            .is_err_and(|e| e.kind() == RequestErrorKind::TimedOut)
+                    };
+                    match settle(send, hedge, &stats, connects, timed_out).await {
+                        Settled::Done(outcome) => Some(outcome),
+                        Settled::Reconnected => None,
+                    }
                 }
             };
             let Some(outcome) = outcome else {

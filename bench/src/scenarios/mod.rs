@@ -79,6 +79,9 @@ impl Ctx {
                 partitions: self.args.partitions,
                 request_timeout: Duration::from_secs(30),
                 retry_window: Duration::from_secs(5),
+                // The load runs past saturation on purpose: a second copy of a slow
+                // request would only add load.
+                hedge_after: Duration::from_secs(30),
             },
         ))
     }
