@@ -36,6 +36,14 @@ impl NatsCluster {
     /// Starts `size` servers routed into one cluster and waits until JetStream has a
     /// metadata leader.
     pub async fn start(size: usize) -> anyhow::Result<NatsCluster> {
+        Self::start_with(size, false).await
+    }
+
+    /// The same; with `sync_always` every JetStream write is flushed to disk before it is
+    /// acknowledged (`sync_interval: always`), as a cluster that must survive power loss
+    /// runs. Servers do not advertise their client URLs to clients (`no_advertise`), so a
+    /// client that reaches them through proxies keeps doing so after a reconnect.
+    pub async fn start_with(size: usize, sync_always: bool) -> anyhow::Result<NatsCluster> {
         let bin = try_nats_server_bin()?;
         let tmp = tempfile::Builder::new()
             .prefix("cartwheel-nats-cluster-")
@@ -55,8 +63,13 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n}}\ncluster {{\n  name: cw-test\n  listen: 127.0.0.1:{cport}\n  routes: [{}]\n}}\n",
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: cw-test\n  listen: 127.0.0.1:{cport}\n  no_advertise: true\n  routes: [{}]\n}}\n",
                     dir.join("js"),
+                    if sync_always {
+                        "  sync_interval: always\n"
+                    } else {
+                        ""
+                    },
                     routes.join(", ")
                 ),
             )?;
@@ -135,6 +148,11 @@ impl NatsCluster {
             .map(|m| format!("nats://127.0.0.1:{}", m.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Every member's client port, in member order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.members.iter().map(|m| m.port).collect()
     }
 
     /// Kills member `i` with SIGKILL.

@@ -13,6 +13,8 @@
 //!   output in a log file, and offers SIGTERM, SIGKILL and waiting for the exit.
 //! - [`wait_for`] polls a condition until it holds or a timeout passes: tests poll, they
 //!   don't sleep.
+//! - [`TcpProxy`] sits between a client and a server and can black-hole, heal and reset
+//!   its connections: a network partition on loopback.
 //! - [`free_port`] hands out a loopback port that was free a moment ago.
 //!
 //! This crate is for tests only: it may panic with a clear message where a test cannot go
@@ -26,6 +28,7 @@ mod mongo;
 mod nats;
 mod port;
 mod process;
+mod proxy;
 mod redis;
 mod wait;
 
@@ -34,5 +37,6 @@ pub use mongo::{MongoServer, try_secantusd_bin};
 pub use nats::{NatsServer, NatsServerOptions, nats_server_bin, try_nats_server_bin};
 pub use port::{free_port, try_free_port};
 pub use process::ChildProcess;
+pub use proxy::TcpProxy;
 pub use redis::{RedisServer, RedisServerOptions, try_redis_server_bin};
 pub use wait::{POLL_INTERVAL, wait_for};
