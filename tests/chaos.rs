@@ -469,21 +469,29 @@ async fn main() -> anyhow::Result<()> {
     let (nats, redis) = tokio::join!(NatsCluster::start_with(3, true), RedisServer::start());
     let (mut nats, mut redis) = (nats?, redis?);
     let redis_url = redis.url();
-    let dir = tempfile::tempdir()?;
-    if std::env::var("CW_KEEP").is_ok() {
-        eprintln!("logs in {}", dir.path().display());
-    }
+    let tmp = tempfile::Builder::new()
+        .prefix("cartwheel-chaos-")
+        .tempdir()?;
+    // With CW_KEEP the logs stay, also when the run fails.
+    let (_tmp, dir) = if std::env::var("CW_KEEP").is_ok() {
+        let kept = tmp.keep();
+        eprintln!("logs in {}", kept.display());
+        (None, kept)
+    } else {
+        let path = tmp.path().to_path_buf();
+        (Some(tmp), path)
+    };
     let mut next_id = 0u32;
     let mut nodes: BTreeMap<String, NodeProc> = BTreeMap::new();
     for _ in 0..3 {
         let id = format!("c{next_id}");
         next_id += 1;
-        let node = start_node(&id, dir.path(), &nats, &redis_url).await?;
+        let node = start_node(&id, dir.as_path(), &nats, &redis_url).await?;
         nodes.insert(id, node);
     }
     let mut edges = Vec::new();
     for i in 0..2 {
-        let edge = Proc::edge(&nats.urls(), dir.path().join(format!("edge{i}.log"))).await?;
+        let edge = Proc::edge(&nats.urls(), dir.as_path().join(format!("edge{i}.log"))).await?;
         edge.wait_ready().await?;
         edges.push(edge);
     }
@@ -592,7 +600,7 @@ async fn main() -> anyhow::Result<()> {
             "join" => {
                 let id = format!("c{next_id}");
                 next_id += 1;
-                let node = start_node(&id, dir.path(), &nats, &redis_url).await?;
+                let node = start_node(&id, dir.as_path(), &nats, &redis_url).await?;
                 nodes.insert(id.clone(), node);
                 let live: Vec<String> = nodes.keys().cloned().collect();
                 let took = fair_share_after(&api, &live).await;
@@ -825,9 +833,6 @@ async fn main() -> anyhow::Result<()> {
     }
     for (_, n) in nodes {
         n.proc.terminate().await?;
-    }
-    if std::env::var("CW_KEEP").is_ok() {
-        let _ = dir.keep();
     }
     anyhow::ensure!(broken.is_empty(), "invariants broken: {broken:#?}");
     eprintln!("invariants hold");

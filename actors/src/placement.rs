@@ -132,6 +132,16 @@ pub struct Placement {
     held: BTreeMap<u32, Held>,
     started_at: cartwheel_domain::Timestamp,
     last_renewal: Instant,
+    /// Heartbeats are failing (membership has no answer, e.g. its stream is electing a
+    /// leader).
+    heartbeat_failing: bool,
+    /// When heartbeats answered again after failing. For one tick after that the live set
+    /// may still miss nodes whose keys aged out during the outage and who have not
+    /// heartbeated since; taking their partitions then would only move them back.
+    membership_back_at: Option<Instant>,
+    /// Partitions dropped because their guard lapsed (not handed over), until taken again
+    /// or the membership settles.
+    lapsed: BTreeSet<u32>,
 }
 
 /// What can go wrong setting placement up.
@@ -206,6 +216,9 @@ impl Placement {
             held: BTreeMap::new(),
             started_at,
             last_renewal: Instant::now(),
+            heartbeat_failing: false,
+            membership_back_at: None,
+            lapsed: BTreeSet::new(),
         })
     }
 
@@ -227,7 +240,32 @@ impl Placement {
         self.held.keys().copied().collect()
     }
 
-    async fn heartbeat(&self) {
+    async fn heartbeat(&mut self) {
+        let ok = self.put_heartbeat().await;
+        if !ok {
+            self.heartbeat_failing = true;
+        } else if self.heartbeat_failing {
+            self.heartbeat_failing = false;
+            self.membership_back_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether `p` was this node's until its guard lapsed (not handed over since).
+    fn was_held(&self, p: u32) -> bool {
+        self.lapsed.contains(&p)
+    }
+
+    /// Whether the live set can be trusted to take partitions on: heartbeats answer, and
+    /// did so for a tick already if they had failed.
+    fn membership_settled(&self) -> bool {
+        !self.heartbeat_failing
+            && self
+                .membership_back_at
+                .is_none_or(|at| at.elapsed() >= self.tick())
+    }
+
+    /// Puts this node's heartbeat; `false` when it got no answer or failed.
+    async fn put_heartbeat(&self) -> bool {
         let info = NodeInfo {
             node_id: self.node_id().to_owned(),
             started_at: self.started_at,
@@ -254,12 +292,21 @@ impl Placement {
             Ok(bytes) => {
                 let put = self.nodes.put(self.node_id(), bytes);
                 match tokio::time::timeout(self.renewal_timeout(), put).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
-                    Err(_) => tracing::warn!("heartbeat got no answer in time"),
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!("heartbeat got no answer in time");
+                        false
+                    }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat not encodable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat not encodable");
+                false
+            }
         }
     }
 
@@ -293,6 +340,7 @@ impl Placement {
             tracing::warn!(partitions = ?lapsed, "leases not renewed in time; dropping those partitions");
             for p in lapsed {
                 self.lose(p);
+                self.lapsed.insert(p);
             }
         }
     }
@@ -536,15 +584,26 @@ impl Placement {
             tracing::info!(partitions = ?to_release, "handing partitions over");
             self.release_all(to_release).await;
         }
+        let settled = self.membership_settled();
         let wanted: Vec<u32> = desired
             .into_iter()
             .filter(|p| !self.held.contains_key(p))
+            // Retaking what this node held before an outage is always right; taking
+            // others' partitions waits until the live set is complete again.
+            .filter(|p| settled || self.was_held(*p))
             .collect();
         let acquired = if wanted.is_empty() {
             Vec::new()
         } else {
             self.acquire_all(wanted).await
         };
+        if settled {
+            self.lapsed.clear();
+        } else {
+            for p in &acquired {
+                self.lapsed.remove(p);
+            }
+        }
         if !acquired.is_empty() {
             tracing::info!(
                 count = acquired.len(),
@@ -630,36 +689,71 @@ impl Placement {
     }
 
     /// Activates the unfinished orders of newly acquired partitions so their sagas resume
-    /// on this node (their old owner may have died mid-saga).
+    /// on this node (their old owner may have died mid-saga). Partitions are often taken
+    /// while JetStream is still electing leaders (after losing a server), when listing or
+    /// loading orders fails: what could not be resumed is tried again with backoff for as
+    /// long as this node holds the partition, so no saga is left waiting for a restart.
     fn resume_sagas(&self, acquired: Vec<u32>) {
         if acquired.is_empty() {
             return;
         }
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            let partitions = ctx.bus.config().partitions;
-            let acquired: BTreeSet<u32> = acquired.into_iter().collect();
-            let Ok(ids) = ctx.stores.orders.ids().await else {
-                return;
-            };
-            for id in ids {
-                if !acquired.contains(&cartwheel_bus::names::partition(&id, partitions)) {
-                    continue;
+            let mut pending: BTreeSet<u32> = acquired.into_iter().collect();
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                // A partition given up since is resumed by its next owner.
+                pending.retain(|p| ctx.guard.holds(*p));
+                if pending.is_empty() {
+                    return;
                 }
-                let Ok(Some(v)) = ctx.stores.orders.load(&id).await else {
-                    continue;
-                };
-                if v.record.state.saga_step == SagaStep::Done {
-                    continue;
+                pending = resume_pass(&ctx, &pending).await;
+                if pending.is_empty() {
+                    return;
                 }
-                tracing::info!(order = %id, step = ?v.record.state.saga_step, "resuming saga");
-                let _ = ctx
-                    .bus
-                    .order(&id, &cartwheel_bus::messages::OrderCommand::Get, "resume")
-                    .await;
+                tracing::warn!(partitions = ?pending, retry_in_ms = backoff.as_millis(),
+                    "sagas of these partitions not resumed yet; trying again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
     }
+}
+
+/// Resumes the unfinished sagas of `partitions`; answers the partitions where listing,
+/// loading or activating an order failed.
+async fn resume_pass(ctx: &Ctx, partitions: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let count = ctx.bus.config().partitions;
+    let ids = match ctx.stores.orders.ids().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing orders to resume their sagas failed");
+            return partitions.clone();
+        }
+    };
+    let mut failed = BTreeSet::new();
+    for id in ids {
+        let p = cartwheel_bus::names::partition(&id, count);
+        if !partitions.contains(&p) || failed.contains(&p) {
+            continue;
+        }
+        match ctx.stores.orders.load(&id).await {
+            Ok(Some(v)) if v.record.state.saga_step != SagaStep::Done => {
+                tracing::info!(order = %id, step = ?v.record.state.saga_step, "resuming saga");
+                let get = cartwheel_bus::messages::OrderCommand::Get;
+                if let Err(e) = ctx.bus.order(&id, &get, "resume").await {
+                    tracing::warn!(order = %id, error = %e, "activating an order to resume its saga failed");
+                    failed.insert(p);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(order = %id, error = %e, "loading an order to resume its saga failed");
+                failed.insert(p);
+            }
+        }
+    }
+    failed
 }
 
 #[cfg(test)]

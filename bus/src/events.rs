@@ -47,12 +47,27 @@ pub async fn ensure_streams(
             duplicate_window: settings.duplicate_window,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| BusError::Nats(format!("event stream {kind}: {e}")))?;
+        // A fresh replicated cluster, or one electing a leader, times out the first
+        // stream requests; several nodes may create the same stream at once.
+        let started = std::time::Instant::now();
+        loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if started.elapsed() >= STREAM_READY_WAIT => {
+                    return Err(BusError::Nats(format!("event stream {kind}: {e}")));
+                }
+                Err(e) => {
+                    tracing::info!(%kind, error = %e, "event stream not available yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
     Ok(())
 }
+
+/// How long a node waits, at start, for the event streams to open.
+const STREAM_READY_WAIT: Duration = Duration::from_secs(15);
 
 /// Publishes one event and waits for JetStream's acknowledgement.
 pub async fn publish(

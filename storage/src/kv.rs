@@ -294,15 +294,37 @@ async fn open_bucket(
              replicas at least 1"
         )));
     }
+    // A fresh replicated cluster, or one electing a leader, answers the first bucket
+    // requests with timeouts and "no responders"; several nodes may be creating the same
+    // bucket at once. Keep trying for a while instead of failing the node's start.
+    let started = std::time::Instant::now();
+    loop {
+        match open_once(js, name, settings).await {
+            Ok(store) => return answering(store, name, started).await,
+            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
+                return Err(StoreError::Unavailable(e));
+            }
+            Err(e) => {
+                tracing::info!(bucket = name, error = %e, "KV bucket not available yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// One attempt to open `name`, creating it when it does not exist.
+async fn open_once(
+    js: &jetstream::Context,
+    name: &str,
+    settings: &KvSettings,
+) -> Result<kv::Store, String> {
     match js.get_key_value(name).await {
         Ok(store) => {
             warn_if_different(&store, settings);
-            return answering(store, name).await;
+            return Ok(store);
         }
         Err(e) if !is_missing_bucket(&e) => {
-            return Err(StoreError::Unavailable(format!(
-                "opening KV bucket {name}: {e}"
-            )));
+            return Err(format!("opening KV bucket {name}: {e}"));
         }
         Err(_) => {}
     }
@@ -314,27 +336,30 @@ async fn open_bucket(
         storage: StorageType::File,
         ..kv::Config::default()
     };
-    let store = match js.create_key_value(config).await {
+    match js.create_key_value(config).await {
         Ok(store) => {
             tracing::info!(bucket = name, "created KV bucket");
-            store
+            Ok(store)
         }
         // Another node may have created it since we looked; then opening it succeeds.
-        Err(create_error) => js.get_key_value(name).await.map_err(|_| {
-            StoreError::Unavailable(format!("creating KV bucket {name}: {create_error}"))
-        })?,
-    };
-    answering(store, name).await
+        Err(create_error) => js
+            .get_key_value(name)
+            .await
+            .map_err(|_| format!("creating KV bucket {name}: {create_error}")),
+    }
 }
 
-/// How long a node waits, at start, for a bucket to answer reads.
+/// How long a node waits, at start, for a bucket to open and answer reads.
 const BUCKET_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Returns `store` once it answers a read. A replicated bucket just created (or whose
 /// stream is electing a leader) answers "no responders" for a moment; a node must not
 /// take partitions, and answer 503s, before its buckets can be read.
-async fn answering(store: kv::Store, name: &str) -> Result<kv::Store, StoreError> {
-    let started = std::time::Instant::now();
+async fn answering(
+    store: kv::Store,
+    name: &str,
+    started: std::time::Instant,
+) -> Result<kv::Store, StoreError> {
     loop {
         match store.entry("ready-probe").await {
             Ok(_) => return Ok(store),
