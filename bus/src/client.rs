@@ -54,14 +54,39 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resend {
     /// A read, or a command the receiver de-duplicates (a cart write under its command
-    /// id): when the connection it went out on was replaced before the reply came, it is
-    /// sent again at once on the new one.
+    /// id, a reservation step under its order id): when the connection it went out on was
+    /// replaced before the reply came, it is sent again at once on the new one; when no
+    /// copy answered within `hedge_after`, another copy goes out beside it.
     Safe,
-    /// The same, for a request whose answer legitimately takes long (a checkout waits for
-    /// its saga; its idempotency key makes a resend safe).
-    AfterReconnect,
+    /// The same after a reconnect, for a request whose answer legitimately takes up to
+    /// this long (a checkout or an order placement waits for its saga; the idempotency
+    /// key makes a resend safe), but never hedged: its copies would queue behind the
+    /// saga they wait for.
+    Slow(Duration),
     /// A command that might apply twice: an unknown outcome is a [`BusError::Timeout`].
     Never,
+}
+
+impl Resend {
+    /// How an inventory command may be resent. None is hedged: a hot sku queues its
+    /// reservations (a thousand checkouts of one sku take seconds each), and copies sent
+    /// by time would only lengthen the queue they wait in (measured: 28 of 1,000
+    /// checkouts unsettled). The saga retries its steps itself, and they are idempotent
+    /// per order id.
+    pub fn for_inventory(_cmd: &InventoryCommand) -> Resend {
+        Resend::Never
+    }
+
+    /// How an order command may be resent: a read is safe; a placement is safe after a
+    /// reconnect (the order id comes from the cart and the key) but never hedged, for
+    /// the same reason as the saga's steps; status changes are sent once.
+    pub fn for_order(cmd: &OrderCommand) -> Resend {
+        match cmd {
+            OrderCommand::Get => Resend::Safe,
+            OrderCommand::Place { wait_ms, .. } => Resend::Slow(Duration::from_millis(*wait_ms)),
+            _ => Resend::Never,
+        }
+    }
 }
 
 /// How long an attempt runs before the requester starts watching for a reconnect that
@@ -279,11 +304,11 @@ impl BusClient {
             };
             let hedge = match resend {
                 Resend::Safe => Some(self.config.hedge_after),
-                _ => None,
+                Resend::Slow(_) | Resend::Never => None,
             };
             let outcome = match resend {
                 Resend::Never => Some(send().await),
-                Resend::Safe | Resend::AfterReconnect => {
+                Resend::Safe | Resend::Slow(_) => {
                     let timed_out = |r: &Result<async_nats::Message, async_nats::RequestError>| {
                         r.as_ref()
                             .is_err_and(|e| e.kind() == RequestErrorKind::TimedOut)
@@ -413,7 +438,7 @@ impl BusClient {
             &cmd,
             request_id,
             None,
-            Resend::AfterReconnect,
+            Resend::Slow(wait),
             timeout,
         )
         .await
@@ -427,7 +452,9 @@ impl BusClient {
         request_id: &str,
     ) -> Result<Product, BusError> {
         let subject = self.subject(EntityKind::Inventory, sku);
-        self.request(&subject, cmd, request_id, self.config.request_timeout)
+        let resend = Resend::for_inventory(cmd);
+        let timeout = self.config.request_timeout;
+        self.request_with(&subject, cmd, request_id, None, resend, timeout)
             .await
     }
 
@@ -439,7 +466,9 @@ impl BusClient {
         request_id: &str,
     ) -> Result<InventoryView, BusError> {
         let subject = self.subject(EntityKind::Inventory, sku);
-        self.request(&subject, cmd, request_id, self.config.request_timeout)
+        let resend = Resend::for_inventory(cmd);
+        let timeout = self.config.request_timeout;
+        self.request_with(&subject, cmd, request_id, None, resend, timeout)
             .await
     }
 
@@ -457,7 +486,9 @@ impl BusClient {
             }
             _ => self.config.request_timeout,
         };
-        self.request(&subject, cmd, request_id, timeout).await
+        let resend = Resend::for_order(cmd);
+        self.request_with(&subject, cmd, request_id, None, resend, timeout)
+            .await
     }
 
     /// A product list.
