@@ -462,7 +462,9 @@ async fn main() -> anyhow::Result<()> {
     let checkout_clients = arg("--clients", 8);
     let hot_stock = arg("--hot-stock", 400);
     let cart_clients = arg("--cart-clients", 8);
-    let cart_count = arg("--carts", 20);
+    // A line holds at most 999 units: enough carts that the adds never run out of room
+    // (a release build adds a few hundred units a second).
+    let cart_count = arg("--carts", (duration.as_secs() * 2).max(20));
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     eprintln!("chaos: seed {seed}, {} s", duration.as_secs());
 
