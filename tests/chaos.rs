@@ -388,22 +388,10 @@ async fn start_node(
 
 /// Partitions per live node, from `/cluster`.
 async fn spread(api: &Api) -> BTreeMap<String, u64> {
-    let Ok((200, c)) = api.get("/cluster").await else {
-        return BTreeMap::new();
-    };
-    c["nodes"]
-        .as_array()
-        .map(|ns| {
-            ns.iter()
-                .map(|n| {
-                    (
-                        n["node_id"].as_str().unwrap_or("").to_string(),
-                        n["partition_count"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    match api.get("/cluster").await {
+        Ok((200, c)) => common::partitions_by_node(&c),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// How long until every node in `live` holds partitions and max/min ≤ 2 (`None`: not

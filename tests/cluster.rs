@@ -7,7 +7,7 @@
 mod common;
 
 use cartwheel_testkit::{NatsServer, wait_for};
-use common::{Api, Proc, WAIT};
+use common::{Api, Proc, WAIT, partitions_by_node};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,22 +51,6 @@ async fn cluster(api: &Api) -> anyhow::Result<Value> {
     let (s, c) = api.get("/cluster").await?;
     anyhow::ensure!(s == 200, "GET /cluster: {s} {c}");
     Ok(c)
-}
-
-fn partitions_by_node(c: &Value) -> BTreeMap<String, u64> {
-    c["nodes"]
-        .as_array()
-        .map(|ns| {
-            ns.iter()
-                .map(|n| {
-                    (
-                        n["node_id"].as_str().unwrap_or("").to_string(),
-                        n["partition_count"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 async fn wait_spread(api: &Api, nodes: usize) -> anyhow::Result<BTreeMap<String, u64>> {

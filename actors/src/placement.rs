@@ -154,46 +154,21 @@ async fn bucket(
     replicas: usize,
 ) -> Result<kv::Store, PlacementError> {
     // Nodes starting together race to create the buckets, and a replicated bucket just
-    // created answers "no responders" until its stream has a leader: keep trying (bounded)
-    // until the bucket exists and answers a read, so a node never starts half-placed.
-    let started = Instant::now();
-    let mut last_error = String::new();
-    while started.elapsed() < BUCKET_READY_WAIT {
-        let store = match js.get_key_value(name.clone()).await {
-            Ok(store) => Some(store),
-            Err(_) => {
-                let config = kv::Config {
-                    bucket: name.clone(),
-                    history: 1,
-                    max_age,
-                    num_replicas: replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                };
-                match js.create_key_value(config).await {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        last_error = e.to_string();
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(store) = store {
-            match store.entry("ready-probe").await {
-                Ok(_) => return Ok(store),
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(PlacementError::Placement(format!(
-        "bucket {name}: {last_error}"
-    )))
+    // created answers "no responders" until its stream has a leader: opened like the
+    // entity buckets (bounded retries until it answers a read), so a node never starts
+    // half-placed.
+    let config = kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age,
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    cartwheel_storage::kv::open_or_create(js, config)
+        .await
+        .map_err(|e| PlacementError::Placement(format!("bucket {name}: {e}")))
 }
-
-/// How long a starting node waits for its placement buckets to answer.
-const BUCKET_READY_WAIT: Duration = Duration::from_secs(15);
 
 impl Placement {
     /// Opens (or creates) the membership and lease buckets.
@@ -370,24 +345,7 @@ impl Placement {
                     Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         // Ours at another revision (an earlier renewal applied, its answer
                         // lost), or someone else's.
-                        match tokio::time::timeout(bound, leases.entry(&key)).await {
-                            Ok(Ok(Some(entry)))
-                                if entry.operation == kv::Operation::Put
-                                    && entry.value == me.as_bytes() =>
-                            {
-                                match tokio::time::timeout(
-                                    bound,
-                                    leases.update(&key, me.into_bytes().into(), entry.revision),
-                                )
-                                .await
-                                {
-                                    Ok(Ok(rev)) => Renewal::Renewed(rev),
-                                    _ => Renewal::Unknown,
-                                }
-                            }
-                            Ok(Ok(_)) => Renewal::Lost(e.to_string()),
-                            _ => Renewal::Unknown,
-                        }
+                        reclaim(&leases, &key, me, bound).await
                     }
                     Ok(Err(_)) | Err(_) => Renewal::Unknown,
                 };
@@ -481,20 +439,9 @@ impl Placement {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 // Ours from an earlier life of this node id (restart after a crash), or
                 // from before our guard lapsed?
-                match tokio::time::timeout(bound, leases.entry(&key)).await.ok()? {
-                    Ok(Some(entry))
-                        if entry.operation == kv::Operation::Put
-                            && entry.value == me.as_bytes() =>
-                    {
-                        tokio::time::timeout(
-                            bound,
-                            leases.update(&key, me.into_bytes().into(), entry.revision),
-                        )
-                        .await
-                        .ok()?
-                        .ok()
-                    }
-                    _ => None,
+                match reclaim(&leases, &key, me, bound).await {
+                    Renewal::Renewed(rev) => Some(rev),
+                    Renewal::Lost(_) | Renewal::Unknown => None,
                 }
             }
             Err(e) => {
@@ -717,6 +664,30 @@ impl Placement {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
+    }
+}
+
+/// Takes over the lease at `key` if it holds this node's id (`me`) at whatever revision:
+/// an earlier renewal that applied but lost its answer, or a lease from an earlier life
+/// of this node id. Another node's lease, or none, is [`Renewal::Lost`]; no answer within
+/// `bound` is [`Renewal::Unknown`].
+async fn reclaim(leases: &kv::Store, key: &str, me: String, bound: Duration) -> Renewal {
+    match tokio::time::timeout(bound, leases.entry(key)).await {
+        Ok(Ok(Some(entry)))
+            if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() =>
+        {
+            match tokio::time::timeout(
+                bound,
+                leases.update(key, me.into_bytes().into(), entry.revision),
+            )
+            .await
+            {
+                Ok(Ok(rev)) => Renewal::Renewed(rev),
+                _ => Renewal::Unknown,
+            }
+        }
+        Ok(Ok(_)) => Renewal::Lost(format!("lease {key} is not this node's")),
+        _ => Renewal::Unknown,
     }
 }
 

@@ -294,40 +294,6 @@ async fn open_bucket(
              replicas at least 1"
         )));
     }
-    // A fresh replicated cluster, or one electing a leader, answers the first bucket
-    // requests with timeouts and "no responders"; several nodes may be creating the same
-    // bucket at once. Keep trying for a while instead of failing the node's start.
-    let started = std::time::Instant::now();
-    loop {
-        match open_once(js, name, settings).await {
-            Ok(store) => return answering(store, name, started).await,
-            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
-                return Err(StoreError::Unavailable(e));
-            }
-            Err(e) => {
-                tracing::info!(bucket = name, error = %e, "KV bucket not available yet; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        }
-    }
-}
-
-/// One attempt to open `name`, creating it when it does not exist.
-async fn open_once(
-    js: &jetstream::Context,
-    name: &str,
-    settings: &KvSettings,
-) -> Result<kv::Store, String> {
-    match js.get_key_value(name).await {
-        Ok(store) => {
-            warn_if_different(&store, settings);
-            return Ok(store);
-        }
-        Err(e) if !is_missing_bucket(&e) => {
-            return Err(format!("opening KV bucket {name}: {e}"));
-        }
-        Err(_) => {}
-    }
     let config = kv::Config {
         bucket: name.to_owned(),
         description: "Cartwheel entity records".to_owned(),
@@ -336,7 +302,49 @@ async fn open_once(
         storage: StorageType::File,
         ..kv::Config::default()
     };
-    match js.create_key_value(config).await {
+    open_or_create(js, config).await
+}
+
+/// Opens the bucket `config` names, creating it with `config` when it does not exist, and
+/// returns it once it answers a read. A fresh replicated cluster, or one electing a
+/// leader, answers the first bucket requests with timeouts and "no responders", and
+/// several nodes may be creating the same bucket at once: every step is retried for up
+/// to 15 s instead of failing the node's start. An existing bucket is used as it is (a
+/// warning says when its history or replicas differ from `config`).
+pub async fn open_or_create(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, StoreError> {
+    let name = config.bucket.clone();
+    let started = std::time::Instant::now();
+    loop {
+        match open_once(js, &config).await {
+            Ok(store) => return answering(store, &name, started).await,
+            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
+                return Err(StoreError::Unavailable(e));
+            }
+            Err(e) => {
+                tracing::info!(bucket = %name, error = %e, "KV bucket not available yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// One attempt to open the bucket of `config`, creating it when it does not exist.
+async fn open_once(js: &jetstream::Context, config: &kv::Config) -> Result<kv::Store, String> {
+    let name = config.bucket.as_str();
+    match js.get_key_value(name).await {
+        Ok(store) => {
+            warn_if_different(&store, config);
+            return Ok(store);
+        }
+        Err(e) if !is_missing_bucket(&e) => {
+            return Err(format!("opening KV bucket {name}: {e}"));
+        }
+        Err(_) => {}
+    }
+    match js.create_key_value(config.clone()).await {
         Ok(store) => {
             tracing::info!(bucket = name, "created KV bucket");
             Ok(store)
@@ -388,17 +396,17 @@ fn is_missing_bucket(e: &jetstream::context::KeyValueError) -> bool {
             })
 }
 
-fn warn_if_different(store: &kv::Store, settings: &KvSettings) {
+fn warn_if_different(store: &kv::Store, wanted: &kv::Config) {
     let config = &store.stream.cached_info().config;
-    if config.max_messages_per_subject != settings.history
-        || config.num_replicas != settings.replicas
+    if config.max_messages_per_subject != wanted.history
+        || config.num_replicas != wanted.num_replicas
     {
         tracing::warn!(
             bucket = %store.name,
             history = config.max_messages_per_subject,
             replicas = config.num_replicas,
-            wanted_history = settings.history,
-            wanted_replicas = settings.replicas,
+            wanted_history = wanted.history,
+            wanted_replicas = wanted.num_replicas,
             "existing KV bucket differs from the configured settings; using it as it is"
         );
     }

@@ -378,3 +378,20 @@ impl Ws {
         }
     }
 }
+
+/// Partitions held per node, from a `GET /cluster` answer.
+pub fn partitions_by_node(c: &Value) -> std::collections::BTreeMap<String, u64> {
+    c["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| {
+                    (
+                        n["node_id"].as_str().unwrap_or("").to_string(),
+                        n["partition_count"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
