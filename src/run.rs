@@ -106,6 +106,7 @@ async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::R
             panic_on_sku: opts.fault_panic_sku.clone(),
         },
         guard: Default::default(),
+        catalog: Default::default(),
     };
     let streams = StreamSettings {
         replicas: opts.replicas,

@@ -133,9 +133,10 @@ impl Ledger {
     fn now(&self) -> u64 {
         ms(self.started.elapsed())
     }
-    /// Counts one HTTP request and its answer (`None`: no answer at all).
-    fn request(&self, status: Option<u16>) {
-        let kind = self.timeline.blame(self.now());
+    /// Counts one HTTP request sent at `sent` (ms) and its answer (`None`: no answer at
+    /// all), blamed on the fault it was sent in.
+    fn request(&self, sent: u64, status: Option<u16>) {
+        let kind = self.timeline.blame(sent);
         *self.requests.lock().unwrap().entry(kind).or_default() += 1;
         if status.is_some_and(|s| s >= 500) {
             *self.http_5xx.lock().unwrap().entry(kind).or_default() += 1;
@@ -146,8 +147,9 @@ impl Ledger {
         &self,
         f: impl std::future::Future<Output = anyhow::Result<(u16, Value)>>,
     ) -> Option<(u16, Value)> {
+        let sent = self.now();
         let answer = f.await.ok();
-        self.request(answer.as_ref().map(|(s, _)| *s));
+        self.request(sent, answer.as_ref().map(|(s, _)| *s));
         answer
     }
 }

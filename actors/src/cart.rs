@@ -79,16 +79,14 @@ async fn apply(
             if ctx.faults.panic_on_sku.as_deref() == Some(sku.as_str()) {
                 panic!("fault injection: panic on sku {sku}");
             }
+            // Priced from the node's catalog cache: no storage read on the hot path.
             let product = ctx
-                .stores
-                .products
-                .load(sku)
+                .catalog
+                .product(&ctx.stores, sku)
                 .await?
                 .ok_or_else(|| {
                     WriteError::Failed(ApiError::not_found(format!("product {sku} not found")))
-                })?
-                .record
-                .state;
+                })?;
             cart.add_item(&product, *qty, now).map_err(domain)?;
         }
         CartCommand::SetQty { sku, qty } => cart.set_qty(sku, *qty, now).map_err(domain)?,
@@ -262,8 +260,8 @@ impl Behavior for CartBehavior {
     }
 
     async fn activated(ctx: &Ctx, _me: &ActorRef<EntityMsg<Self>>, state: &mut CartState) {
-        if let Some(v) = &state.current {
-            publish_outbox(ctx, &v.record.outbox, None).await;
+        if let Some(v) = &mut state.current {
+            publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
     }
 

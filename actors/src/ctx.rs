@@ -1,5 +1,6 @@
 //! What every actor of a node shares: stores, the bus, JetStream, settings, the clock.
 
+use crate::catalog::Catalog;
 use crate::payment::PaymentPort;
 use crate::placement::LeaseGuard;
 use async_nats::jetstream;
@@ -63,6 +64,9 @@ pub struct Ctx {
     pub faults: Faults,
     /// Which partitions this node holds leases for right now.
     pub guard: Arc<LeaseGuard>,
+    /// Every product, kept current from the product events (replaced by the node's own
+    /// at start; the default is empty, so products are read from storage).
+    pub catalog: Arc<Catalog>,
 }
 
 impl Ctx {

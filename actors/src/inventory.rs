@@ -253,11 +253,11 @@ impl Behavior for InventoryBehavior {
     }
 
     async fn activated(ctx: &Ctx, _me: &ActorRef<EntityMsg<Self>>, state: &mut InventoryState) {
-        if let Some(v) = &state.product {
-            publish_outbox(ctx, &v.record.outbox, None).await;
+        if let Some(v) = &mut state.product {
+            publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
-        if let Some(v) = &state.inventory {
-            publish_outbox(ctx, &v.record.outbox, None).await;
+        if let Some(v) = &mut state.inventory {
+            publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
     }
 

@@ -16,6 +16,7 @@
 //! This crate never imports axum and never parses HTTP.
 
 pub mod cart;
+pub mod catalog;
 pub mod ctx;
 pub mod discovery;
 pub mod entity;

@@ -6,6 +6,7 @@
 //! commands, finishes and answers those in flight, and its lease is deleted so a
 //! successor takes it at once. Every acknowledged change is already stored.
 
+use crate::catalog::Catalog;
 use crate::ctx::Ctx;
 use crate::partition::KindStats;
 use crate::placement::{LeaseGuard, Placement};
@@ -60,6 +61,8 @@ impl Node {
         events::ensure_streams(&ctx.js, ctx.names(), streams).await?;
         ctx.guard = Arc::new(LeaseGuard::new(ctx.bus.config().partitions));
         let shutdown = CancellationToken::new();
+        // Products priced from memory before the node serves any cart.
+        ctx.catalog = Catalog::start(&ctx.js, ctx.names(), &ctx.stores, shutdown.clone()).await;
         let tracker = TaskTracker::new();
         let limiter = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
         let stats = KindStats::default();

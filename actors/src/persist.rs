@@ -1,9 +1,16 @@
 //! Persist-then-publish: the one write path every behaviour uses.
 //!
 //! A change is stored with its events (the outbox) in one compare-and-set write. Only
-//! then are the events published to JetStream, each with `Nats-Msg-Id`, and only then is
-//! the reply sent. A publish that fails is logged and retried on the next activation (the
-//! events are still in the stored record), so nothing acknowledged is lost.
+//! then are the events published to JetStream, each with `Nats-Msg-Id`, and then the
+//! reply is sent. The outbox holds every event not yet acknowledged by its stream, in
+//! version order: a publish that gets no ack within [`PUBLISH_WAIT`] (the stream electing
+//! a leader after a NATS server died) does not hold the reply up; the event stays in the
+//! outbox of the next write, goes out again before that write's own events, is retried in
+//! the background meanwhile, and is published again on the next activation. So nothing
+//! acknowledged is lost, a stream election costs a write at most `PUBLISH_WAIT`, and each
+//! entity's events reach the stream in version order (an event is sent only after every
+//! earlier one of its entity was acknowledged, and JetStream drops the copies by
+//! `Nats-Msg-Id`).
 
 use crate::ctx::Ctx;
 use bytes::Bytes;
@@ -89,9 +96,23 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         Some(entry) => Applied::push(window, entry),
         None => window.to_vec(),
     };
+    // Events of earlier changes still unacknowledged go first: the outbox stays in
+    // version order.
+    let mut outbox = current
+        .as_ref()
+        .map(|v| v.record.outbox.clone())
+        .unwrap_or_default();
+    outbox.extend(events);
+    if outbox.len() > MAX_OUTBOX {
+        // JetStream has been unreachable for a long time. Every event carries the whole
+        // entity, so the newest ones hold what the dropped ones said.
+        let drop = outbox.len() - MAX_OUTBOX;
+        tracing::warn!(%id, dropped = drop, "outbox full; dropping its oldest unpublished events");
+        outbox.drain(..drop);
+    }
     let record = Record {
         state,
-        outbox: events,
+        outbox,
         applied,
     };
     // The stored type names the kind: `Cart` → `cart`, `Order` → `order`, …
@@ -155,8 +176,12 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         }
         metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "resent").increment(1);
     };
-    publish_outbox(ctx, &record.outbox, Some(request_id)).await;
-    *current = Some(Versioned { record, revision });
+    let mut kept = record;
+    publish_outbox(ctx, &mut kept.outbox, Some(request_id)).await;
+    *current = Some(Versioned {
+        record: kept,
+        revision,
+    });
     Ok(())
 }
 
@@ -182,16 +207,80 @@ pub fn record_storage(kind: &str, op: &'static str, started: std::time::Instant,
     .record(started.elapsed().as_secs_f64());
 }
 
-/// Publishes events; failures are logged (the events stay in the stored outbox and are
-/// published again on the next activation).
-pub async fn publish_outbox(ctx: &Ctx, events: &[Event], request_id: Option<&str>) {
+/// How long a write waits for its events' acks before it answers anyway (the events stay
+/// in the outbox). Far above an ack on a working stream (a millisecond; tens with
+/// `sync_interval: always` under load), far below a stream leader election (4–9 s).
+pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most unpublished events an entity's outbox keeps.
+pub const MAX_OUTBOX: usize = 256;
+
+/// How long unacknowledged events are retried in the background: below the streams'
+/// duplicate window (2 min), so a late copy is always recognised as one.
+const RELAY_FOR: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Publishes `outbox` in order, each event only after the one before it was acknowledged,
+/// within [`PUBLISH_WAIT`]; what was acknowledged is removed. What is left (no ack in
+/// time, or a failed publish) is logged, retried in the background, and stays in
+/// `outbox` for the caller's next write or the next activation.
+pub async fn publish_outbox(ctx: &Ctx, outbox: &mut Vec<Event>, request_id: Option<&str>) {
+    if outbox.is_empty() {
+        return;
+    }
+    let mut acked = 0;
+    // Past the wait the publishing stops; `acked` counts what was acknowledged until then.
+    let _ = tokio::time::timeout(
+        PUBLISH_WAIT,
+        publish_in_order(ctx, outbox, request_id, &mut acked),
+    )
+    .await;
+    let acked = acked.min(outbox.len());
+    outbox.drain(..acked);
+    if outbox.is_empty() {
+        return;
+    }
+    tracing::warn!(pending = outbox.len(), first = %outbox[0].msg_id(),
+        "events not acknowledged in time; they stay in the outbox and are retried");
+    metrics::counter!("cartwheel_events_deferred_total").increment(outbox.len() as u64);
+    let (ctx, pending, request_id) = (ctx.clone(), outbox.clone(), request_id.map(str::to_owned));
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut pending = pending;
+        let mut pause = std::time::Duration::from_millis(250);
+        while !pending.is_empty() && started.elapsed() < RELAY_FOR {
+            tokio::time::sleep(pause).await;
+            let mut acked = 0;
+            publish_in_order(&ctx, &pending, request_id.as_deref(), &mut acked).await;
+            pending.drain(..acked.min(pending.len()));
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
+        if pending.is_empty() {
+            tracing::info!("deferred events published");
+        } else {
+            tracing::warn!(
+                pending = pending.len(),
+                "deferred events still unpublished; the entity's next write or activation sends them"
+            );
+        }
+    });
+}
+
+/// Publishes `events` one after another, each after the previous one's ack, counting the
+/// acknowledged ones in `acked`; stops at the first failure.
+async fn publish_in_order(
+    ctx: &Ctx,
+    events: &[Event],
+    request_id: Option<&str>,
+    acked: &mut usize,
+) {
     for event in events {
         if let Err(e) =
             cartwheel_bus::events::publish(&ctx.js, ctx.names(), event, request_id).await
         {
-            tracing::warn!(event = event.name(), msg_id = %event.msg_id(), error = %e,
-                "event not published; it stays in the outbox for the next activation");
+            tracing::debug!(event = event.name(), msg_id = %event.msg_id(), error = %e, "event not published");
+            return;
         }
+        *acked += 1;
     }
 }
 

@@ -31,6 +31,7 @@ async fn start(nats: &NatsServer, settings: NodeSettings) -> anyhow::Result<(Nod
         settings,
         faults: Faults::default(),
         guard: Default::default(),
+        catalog: Default::default(),
     };
     let node = Node::start(ctx, &StreamSettings::default()).await?;
     Ok((node, bus))

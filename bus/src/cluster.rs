@@ -30,6 +30,36 @@ pub struct NodeInfo {
     pub live_actors: BTreeMap<String, u64>,
 }
 
+/// A node's question to a peer about partition leases, on the peer's
+/// [`Names::node_leases`] subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseAsk {
+    /// "My renewals of these partitions get no answer (the leases bucket is electing a
+    /// leader): promise not to take them for `for_ms`." The peer promises every asked
+    /// partition it neither serves nor is taking, and answers the others.
+    Promise {
+        /// The node asking, which serves the partitions.
+        holder: String,
+        /// The partitions it serves and cannot renew.
+        partitions: Vec<u32>,
+        /// How long the promise lasts, from when the peer receives it.
+        for_ms: u64,
+    },
+    /// "I am about to take these partitions: do you serve any of them?"
+    Holds {
+        /// The partitions.
+        partitions: Vec<u32>,
+    },
+}
+
+/// A peer's answer to a [`LeaseAsk`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    /// Of the partitions asked about, those the peer serves or is taking right now (not
+    /// promised).
+    pub busy: Vec<u32>,
+}
+
 /// One node as the status shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {

@@ -122,6 +122,14 @@ impl Names {
         format!("{}.node.{}.stats", self.prefix, node_id)
     }
 
+    /// Where a node answers its peers about partition leases (promises not to take a
+    /// holder's partitions while the leases bucket has no answer; which partitions it
+    /// serves): `{prefix}.node.{id}.leases`. Core request-reply: it works while
+    /// JetStream elects a leader.
+    pub fn node_leases(&self, node_id: &str) -> String {
+        format!("{}.node.{}.leases", self.prefix, node_id)
+    }
+
     /// The catalog query subject.
     pub fn query_catalog(&self) -> String {
         format!("{}.query.catalog", self.prefix)
@@ -234,6 +242,7 @@ mod tests {
         assert_eq!(n.products_bucket(), "cw_products");
         assert_eq!(n.inventory_bucket(), "cw_inventory");
         assert_eq!(n.nodes_bucket(), "cw_nodes");
+        assert_eq!(n.node_leases("n1"), "cw.node.n1.leases");
         assert_eq!(n.leases_bucket(), "cw_leases");
         assert_eq!(n.lease_key(7), "partition.7");
         assert_eq!(n.parse_lease_key("partition.7"), Some(7));

@@ -318,7 +318,7 @@ impl<T> RedisStore<T> {
     where
         Fut: Future<Output = ::redis::RedisResult<R>>,
     {
-        self.call(doing, id, async {
+        self.call(doing, id, || async {
             match op().await {
                 Err(e) if e.is_io_error() || e.is_connection_dropped() => op().await,
                 other => other,
@@ -327,23 +327,48 @@ impl<T> RedisStore<T> {
         .await
     }
 
-    /// Runs one call within the timeout, mapping every failure to `Unavailable`.
-    async fn call<R>(
+    /// Runs one call within the timeout, mapping every failure to `Unavailable`. A server
+    /// that refuses a command it did not run and asks to wait (`LOADING` while a
+    /// restarted Redis reads its data back, `TRYAGAIN`, `MASTERDOWN`) is asked again
+    /// after a short pause, within the same timeout: such a refusal applied nothing, so
+    /// this holds for writes too.
+    async fn call<R, Fut>(
         &self,
         doing: &str,
         id: &str,
-        op: impl Future<Output = ::redis::RedisResult<R>>,
-    ) -> Result<R, StoreError> {
-        match tokio::time::timeout(self.settings.timeout, op).await {
+        op: impl Fn() -> Fut,
+    ) -> Result<R, StoreError>
+    where
+        Fut: Future<Output = ::redis::RedisResult<R>>,
+    {
+        let mut last: Option<String> = None;
+        let attempts = async {
+            let mut pause = Duration::from_millis(20);
+            loop {
+                match op().await {
+                    Err(e) if matches!(e.retry_method(), ::redis::RetryMethod::WaitAndRetry) => {
+                        last = Some(e.to_string());
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(self.settings.timeout, attempts).await;
+        match outcome {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!(
                 "{doing} {}{id}: {e}",
                 self.prefix
             ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{doing} {}{id}: no answer within {:?}",
-                self.prefix, self.settings.timeout
-            ))),
+            Err(_) => Err(StoreError::Unavailable(match last {
+                Some(e) => format!("{doing} {}{id}: {e}", self.prefix),
+                None => format!(
+                    "{doing} {}{id}: no answer within {:?}",
+                    self.prefix, self.settings.timeout
+                ),
+            })),
         }
     }
 }
@@ -378,17 +403,19 @@ where
 
     async fn create(&self, id: &str, record: &Record<T>) -> Result<Revision, StoreError> {
         let doc = encode(record)?;
-        let mut conn = self.conn.clone();
         let revision: u64 = self
-            .call(
-                "creating",
-                id,
-                CREATE_SCRIPT
-                    .key(self.key(id))
-                    .arg(doc)
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut conn),
-            )
+            .call("creating", id, || {
+                let mut conn = self.conn.clone();
+                let (key, doc, ttl) = (self.key(id), doc.clone(), self.ttl_ms());
+                async move {
+                    CREATE_SCRIPT
+                        .key(key)
+                        .arg(doc)
+                        .arg(ttl)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
             .await?;
         match revision {
             0 => Err(StoreError::Conflict { key: id.to_owned() }),
@@ -406,18 +433,20 @@ where
             return Err(StoreError::Conflict { key: id.to_owned() });
         }
         let doc = encode(record)?;
-        let mut conn = self.conn.clone();
         let revision: u64 = self
-            .call(
-                "writing",
-                id,
-                UPDATE_SCRIPT
-                    .key(self.key(id))
-                    .arg(doc)
-                    .arg(expected.to_string())
-                    .arg(self.ttl_ms())
-                    .invoke_async(&mut conn),
-            )
+            .call("writing", id, || {
+                let mut conn = self.conn.clone();
+                let (key, doc, ttl) = (self.key(id), doc.clone(), self.ttl_ms());
+                async move {
+                    UPDATE_SCRIPT
+                        .key(key)
+                        .arg(doc)
+                        .arg(expected.to_string())
+                        .arg(ttl)
+                        .invoke_async(&mut conn)
+                        .await
+                }
+            })
             .await?;
         match revision {
             0 => Err(StoreError::Conflict { key: id.to_owned() }),

@@ -271,8 +271,8 @@ impl Behavior for OrderBehavior {
     }
 
     async fn activated(ctx: &Ctx, me: &ActorRef<EntityMsg<Self>>, state: &mut OrderState) {
-        if let Some(v) = &state.current {
-            publish_outbox(ctx, &v.record.outbox, None).await;
+        if let Some(v) = &mut state.current {
+            publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
         // A saga left unfinished by a crash or a move resumes here.
         advance(me, state);
