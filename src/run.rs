@@ -107,6 +107,7 @@ async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::R
         },
         guard: Default::default(),
         catalog: Default::default(),
+        outboxes: Default::default(),
     };
     let streams = StreamSettings {
         replicas: opts.replicas,

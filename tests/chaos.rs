@@ -11,7 +11,7 @@
 //! - checkout clients create a cart, add a scarce sku and a plentiful one, and check out
 //!   (every request under an idempotency key), polling the order until it settles.
 //!
-//! Seeded faults, one at a time, every kind in turn (a shuffled round each): kill -9,
+//! Seeded faults, one at a time every 8–12 s, every kind in turn (a shuffled round each): kill -9,
 //! SIGTERM, SIGSTOP past the lease and joins of nodes; a network partition of one node
 //! (its proxies black-hole for 5–10 s, then heal or reset), and of one node from one
 //! server; kill -9 and restart of one NATS server; kill -9 and restart of Redis.
@@ -448,7 +448,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let seed = arg("--seed", 1);
-    let duration = Duration::from_secs(arg("--duration-secs", 60));
+    // Long enough for one round of every fault kind at one fault every 8–12 s.
+    let duration = Duration::from_secs(arg("--duration-secs", 100));
     let checkout_clients = arg("--clients", 8);
     let hot_stock = arg("--hot-stock", 400);
     let cart_clients = arg("--cart-clients", 8);
@@ -543,6 +544,7 @@ async fn main() -> anyhow::Result<()> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     let mut joins_ms: Vec<Option<u64>> = Vec::new();
     let mut round: Vec<&'static str> = Vec::new();
+    let mut last_start = Instant::now();
     while run_started.elapsed() < duration {
         if round.is_empty() {
             round = KINDS.to_vec();
@@ -558,7 +560,12 @@ async fn main() -> anyhow::Result<()> {
         if kind == "join" && nodes.len() >= 5 {
             kind = "sigterm";
         }
-        tokio::time::sleep(rng.millis(1500, 4000)).await;
+        // One fault at a time, every 8–12 s (start to start), and never sooner than
+        // 1.5 s after the previous one ended.
+        let next = last_start + rng.millis(8000, 12000);
+        let soonest = Instant::now() + Duration::from_millis(1500);
+        tokio::time::sleep_until(next.max(soonest).into()).await;
+        last_start = Instant::now();
         let ids: Vec<String> = nodes.keys().cloned().collect();
         let victim = ids[rng.below(ids.len() as u64) as usize].clone();
         let start = ms(run_started.elapsed());

@@ -67,6 +67,8 @@ pub struct Ctx {
     /// Every product, kept current from the product events (replaced by the node's own
     /// at start; the default is empty, so products are read from storage).
     pub catalog: Arc<Catalog>,
+    /// Events their stream has not acknowledged yet, and the tasks retrying them.
+    pub outboxes: Arc<crate::persist::Outboxes>,
 }
 
 impl Ctx {

@@ -96,12 +96,24 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         Some(entry) => Applied::push(window, entry),
         None => window.to_vec(),
     };
-    // Events of earlier changes still unacknowledged go first: the outbox stays in
-    // version order.
-    let mut outbox = current
-        .as_ref()
-        .map(|v| v.record.outbox.clone())
-        .unwrap_or_default();
+    // The stored type names the kind: `Cart` → `cart`, `Order` → `order`, …
+    let kind = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("entity")
+        .to_ascii_lowercase();
+    let key = format!("{kind}:{id}");
+    // Events of earlier changes that their stream has not acknowledged yet go first (the
+    // node's relay holds them; right after an activation, the record as loaded): the
+    // outbox stays in version order.
+    let carried = merged(
+        ctx.outboxes.take(&key),
+        current
+            .as_ref()
+            .map(|v| v.record.outbox.clone())
+            .unwrap_or_default(),
+    );
+    let mut outbox = carried.clone();
     outbox.extend(events);
     if outbox.len() > MAX_OUTBOX {
         // JetStream has been unreachable for a long time. Every event carries the whole
@@ -115,16 +127,42 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         outbox,
         applied,
     };
-    // The stored type names the kind: `Cart` → `cart`, `Order` → `order`, …
-    let kind = std::any::type_name::<T>()
-        .rsplit("::")
-        .next()
-        .unwrap_or("entity")
-        .to_ascii_lowercase();
     let expected = current.as_ref().map(|v| v.revision);
+    let revision = match store_record(ctx, store, id, &kind, p, &record, expected).await {
+        Ok(revision) => revision,
+        Err(e) => {
+            // Not written: what was carried is still unacknowledged, and still the
+            // relay's to retry.
+            if !carried.is_empty() {
+                ctx.outboxes.defer(ctx, &key, carried);
+            }
+            return Err(e);
+        }
+    };
+    let mut kept = record;
+    publish_outbox(ctx, &mut kept.outbox, Some(request_id)).await;
+    *current = Some(Versioned {
+        record: kept,
+        revision,
+    });
+    Ok(())
+}
+
+/// Writes `record` (create when `expected` is `None`, else compare-and-set), looking up
+/// a write whose outcome is unknown; answers the revision written.
+async fn store_record<T: Clone + PartialEq + Send + Sync + 'static>(
+    ctx: &Ctx,
+    store: &dyn EntityStore<T>,
+    id: &str,
+    kind: &str,
+    p: u32,
+    record: &Record<T>,
+    expected: Option<cartwheel_storage::Revision>,
+) -> Result<cartwheel_storage::Revision, WriteError> {
+    let kind = kind.to_owned();
     let mut attempt = 0;
     let mut recovering: Option<std::time::Instant> = None;
-    let revision = loop {
+    loop {
         let budget_left =
             recovering.map(|since| UNKNOWN_OUTCOME_BUDGET.saturating_sub(since.elapsed()));
         let started = std::time::Instant::now();
@@ -132,13 +170,13 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
             None => (
                 "create",
                 store
-                    .create(id, &record)
+                    .create(id, record)
                     .instrument(tracing::info_span!("storage", op = "create")),
             ),
             Some(revision) => (
                 "update",
                 store
-                    .update(id, &record, revision)
+                    .update(id, record, revision)
                     .instrument(tracing::info_span!("storage", op = "update")),
             ),
         };
@@ -148,7 +186,7 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         };
         record_storage(&kind, op, started, written.is_ok());
         let error = match written {
-            Ok(revision) => break revision,
+            Ok(revision) => return Ok(revision),
             Err(StoreError::Unavailable(m)) => m,
             Err(other) => return Err(other.into()),
         };
@@ -163,9 +201,9 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         tracing::warn!(%kind, %id, attempt, %error, "write outcome unknown; looking it up");
         tokio::time::sleep(pause).await;
         match within(left - pause, store.load(id)).await {
-            Ok(Some(stored)) if stored.record == record => {
+            Ok(Some(stored)) if stored.record == *record => {
                 metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "was_applied").increment(1);
-                break stored.revision;
+                return Ok(stored.revision);
             }
             Ok(Some(stored)) if Some(stored.revision) == expected => {}
             Ok(None) if expected.is_none() => {}
@@ -175,14 +213,7 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
             Err(_) => {}
         }
         metrics::counter!("cartwheel_storage_write_recovered_total", "kind" => kind.clone(), "how" => "resent").increment(1);
-    };
-    let mut kept = record;
-    publish_outbox(ctx, &mut kept.outbox, Some(request_id)).await;
-    *current = Some(Versioned {
-        record: kept,
-        revision,
-    });
-    Ok(())
+    }
 }
 
 /// A storage call bounded by `left`: past it, `Unavailable` like any unanswered call.
@@ -215,14 +246,10 @@ pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(5
 /// Most unpublished events an entity's outbox keeps.
 pub const MAX_OUTBOX: usize = 256;
 
-/// How long unacknowledged events are retried in the background: below the streams'
-/// duplicate window (2 min), so a late copy is always recognised as one.
-const RELAY_FOR: std::time::Duration = std::time::Duration::from_secs(90);
-
 /// Publishes `outbox` in order, each event only after the one before it was acknowledged,
-/// within [`PUBLISH_WAIT`]; what was acknowledged is removed. What is left (no ack in
-/// time, or a failed publish) is logged, retried in the background, and stays in
-/// `outbox` for the caller's next write or the next activation.
+/// within [`PUBLISH_WAIT`]. What is left (no ack in time, or a failed publish) moves to
+/// the node's relay ([`Outboxes`]), which retries it in the background and hands it to
+/// the entity's next write; `outbox` is empty afterwards.
 pub async fn publish_outbox(ctx: &Ctx, outbox: &mut Vec<Event>, request_id: Option<&str>) {
     if outbox.is_empty() {
         return;
@@ -234,35 +261,125 @@ pub async fn publish_outbox(ctx: &Ctx, outbox: &mut Vec<Event>, request_id: Opti
         publish_in_order(ctx, outbox, request_id, &mut acked),
     )
     .await;
-    let acked = acked.min(outbox.len());
-    outbox.drain(..acked);
+    outbox.drain(..acked.min(outbox.len()));
     if outbox.is_empty() {
         return;
     }
     tracing::warn!(pending = outbox.len(), first = %outbox[0].msg_id(),
-        "events not acknowledged in time; they stay in the outbox and are retried");
+        "events not acknowledged in time; the relay retries them");
     metrics::counter!("cartwheel_events_deferred_total").increment(outbox.len() as u64);
-    let (ctx, pending, request_id) = (ctx.clone(), outbox.clone(), request_id.map(str::to_owned));
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let mut pending = pending;
-        let mut pause = std::time::Duration::from_millis(250);
-        while !pending.is_empty() && started.elapsed() < RELAY_FOR {
-            tokio::time::sleep(pause).await;
-            let mut acked = 0;
-            publish_in_order(&ctx, &pending, request_id.as_deref(), &mut acked).await;
-            pending.drain(..acked.min(pending.len()));
-            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    let key = format!("{}:{}", outbox[0].kind(), outbox[0].entity_id());
+    ctx.outboxes.defer(ctx, &key, std::mem::take(outbox));
+}
+
+/// `earlier` then every event of `later` not in it, by version (each entity's events
+/// carry increasing versions; a stable sort keeps one change's events in their order).
+fn merged(earlier: Vec<Event>, later: Vec<Event>) -> Vec<Event> {
+    let mut out = earlier;
+    for e in later {
+        if !out.iter().any(|o| o.msg_id() == e.msg_id()) {
+            out.push(e);
         }
-        if pending.is_empty() {
-            tracing::info!("deferred events published");
-        } else {
-            tracing::warn!(
-                pending = pending.len(),
-                "deferred events still unpublished; the entity's next write or activation sends them"
-            );
+    }
+    out.sort_by_key(Event::version);
+    out
+}
+
+/// The node's relay of events their stream has not acknowledged yet: per entity, the
+/// events in version order and the one background task retrying them (with backoff up
+/// to 5 s, for as long as it takes). The entity's next write takes them over
+/// ([`Outboxes::take`]): they go into that write's stored outbox and out again before its
+/// own events. So an unacknowledged event is always either in the relay or in the
+/// entity's stored outbox, is never re-sent once acknowledged (the relay drops what it
+/// published), and nothing else retries it (one task per entity).
+#[derive(Debug, Default)]
+pub struct Outboxes {
+    pending: std::sync::Mutex<std::collections::HashMap<String, Pending>>,
+    tasks: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    events: Vec<Event>,
+    /// The task retrying them; another task finding a different number stops.
+    task: u64,
+}
+
+impl Outboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many entities have events waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no entity has events waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the events waiting for `key` (the entity's next write carries them).
+    pub fn take(&self, key: &str) -> Vec<Event> {
+        self.lock()
+            .remove(key)
+            .map(|p| p.events)
+            .unwrap_or_default()
+    }
+
+    /// Leaves `events` of `key` to the relay (merged with what waits already), and starts
+    /// a task for them.
+    pub fn defer(&self, ctx: &Ctx, key: &str, events: Vec<Event>) {
+        let task = self
+            .tasks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut map = self.lock();
+            let earlier = map.remove(key).map(|p| p.events).unwrap_or_default();
+            let mut events = merged(earlier, events);
+            if events.len() > MAX_OUTBOX {
+                let drop = events.len() - MAX_OUTBOX;
+                tracing::warn!(%key, dropped = drop, "relay full; dropping the oldest unpublished events");
+                events.drain(..drop);
+            }
+            map.insert(key.to_owned(), Pending { events, task });
         }
-    });
+        let (ctx, key) = (ctx.clone(), key.to_owned());
+        tokio::spawn(async move {
+            let mut pause = std::time::Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(pause).await;
+                let snapshot = match ctx.outboxes.lock().get(&key) {
+                    Some(p) if p.task == task => p.events.clone(),
+                    // Taken by a write, or retried by a newer task.
+                    _ => return,
+                };
+                let mut acked = 0;
+                publish_in_order(&ctx, &snapshot, None, &mut acked).await;
+                let sent: Vec<String> = snapshot[..acked.min(snapshot.len())]
+                    .iter()
+                    .map(Event::msg_id)
+                    .collect();
+                let mut map = ctx.outboxes.lock();
+                match map.get_mut(&key) {
+                    Some(p) if p.task == task => {
+                        p.events.retain(|e| !sent.contains(&e.msg_id()));
+                        if p.events.is_empty() {
+                            map.remove(&key);
+                            tracing::info!(%key, "deferred events published");
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+                drop(map);
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        });
+    }
 }
 
 /// Publishes `events` one after another, each after the previous one's ack, counting the

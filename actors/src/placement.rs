@@ -176,6 +176,9 @@ struct Book {
     promised: BTreeMap<u32, Instant>,
     /// Partitions whose lease this node is trying to take (not promised meanwhile).
     taking: BTreeSet<u32>,
+    /// Partitions being handed over (drained in the background; not taken again until
+    /// their lease is deleted).
+    handing: BTreeSet<u32>,
 }
 
 fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
@@ -206,8 +209,14 @@ pub struct Placement {
     lapsed: BTreeSet<u32>,
     /// Promises given and leases being taken.
     book: Arc<Mutex<Book>>,
-    /// The live set as last read: the peers asked for promises and before takes.
+    /// The live set as last read: the peers asked before taking partitions.
     last_live: Option<BTreeSet<String>>,
+    /// Hand-overs still draining.
+    handovers: Vec<tokio::task::JoinHandle<()>>,
+    /// Every node seen in a live set, with when it was last seen: the peers asked for
+    /// promises are those seen within two TTLs, so a live set read during an outage
+    /// (keys aged out, a set of one) does not shrink the promise round to nobody.
+    seen: BTreeMap<String, Instant>,
 }
 
 /// What can go wrong setting placement up.
@@ -262,6 +271,8 @@ impl Placement {
             lapsed: BTreeSet::new(),
             book: Arc::default(),
             last_live: None,
+            handovers: Vec::new(),
+            seen: BTreeMap::new(),
         })
     }
 
@@ -478,13 +489,14 @@ impl Placement {
         let (asked, all_answered, busy) = loop {
             tries += 1;
             let asked = Instant::now();
-            let Some((all, busy)) = self.ask_peers(&ask).await else {
+            let Some(peers) = self.promise_peers() else {
                 tracing::warn!(
                     count = partitions.len(),
                     "lease renewals got no answer and the live set is unknown; serving on until their guards lapse"
                 );
                 return;
             };
+            let (all, busy) = self.ask_peers(&peers, &ask).await;
             if all || tries >= 3 || !partitions.iter().any(|p| self.ctx.guard.holds(*p)) {
                 break (asked, all, busy);
             }
@@ -518,32 +530,60 @@ impl Placement {
         );
     }
 
-    /// Asks every peer of the last live set `ask` at once; answers whether every peer
-    /// answered, and the partitions any of them called busy. `None` when no live set was
-    /// read yet.
-    async fn ask_peers(&self, ask: &LeaseAsk) -> Option<(bool, BTreeSet<u32>)> {
-        let live = self.last_live.as_ref()?;
-        let payload = codec::encode(ask).ok()?;
+    /// The peers to ask for promises: every other node seen in a live set within two
+    /// TTLs. `None` when no live set was read yet.
+    fn promise_peers(&self) -> Option<Vec<String>> {
+        self.last_live.as_ref()?;
+        Some(
+            self.seen
+                .keys()
+                .filter(|n| n.as_str() != self.node_id())
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The peers to ask before a take: every other node of the current live set.
+    fn live_peers(&self) -> Option<Vec<String>> {
+        Some(
+            self.last_live
+                .as_ref()?
+                .iter()
+                .filter(|n| n.as_str() != self.node_id())
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Asks `peers` `ask` at once; answers whether every peer answered, and the
+    /// partitions any of them called busy.
+    async fn ask_peers(&self, peers: &[String], ask: &LeaseAsk) -> (bool, BTreeSet<u32>) {
+        let Ok(payload) = codec::encode(ask) else {
+            return (false, BTreeSet::new());
+        };
         let bound = self.renewal_timeout();
         let nats = self.ctx.bus.nats();
-        let asks = live
-            .iter()
-            .filter(|n| n.as_str() != self.node_id())
-            .map(|peer| {
-                let subject = self.ctx.names().node_leases(peer);
-                let payload = payload.clone();
-                async move {
-                    let answer = tokio::time::timeout(bound, nats.request(subject, payload)).await;
-                    match answer {
-                        Ok(Ok(msg)) => codec::decode::<LeaseAnswer>(&msg.payload).ok(),
-                        _ => None,
+        let asks = peers.iter().map(|peer| {
+            let subject = self.ctx.names().node_leases(peer);
+            let payload = payload.clone();
+            async move {
+                let answer = tokio::time::timeout(bound, nats.request(subject, payload)).await;
+                match answer {
+                    Ok(Ok(msg)) => codec::decode::<LeaseAnswer>(&msg.payload).ok(),
+                    // The cluster knows no subscriber for the peer: its process is gone
+                    // (killed, or stopped after handing over). It serves nothing, and
+                    // when it comes back it asks before it takes.
+                    Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                        Some(LeaseAnswer::default())
                     }
+                    _ => None,
                 }
-            });
+            }
+        });
         let answers = futures::future::join_all(asks).await;
         let all = answers.iter().all(Option::is_some);
         let busy = answers.into_iter().flatten().flat_map(|a| a.busy).collect();
-        Some((all, busy))
+        (all, busy)
     }
 
     /// How long one lease call may take before the loop moves on (it retries at the
@@ -561,26 +601,44 @@ impl Placement {
 
     /// Hands partitions over, all at once: stop serving each gracefully, then delete its
     /// lease so the successor can take it at once.
-    async fn release_all(&mut self, partitions: Vec<u32>) {
+    ///
+    /// The draining runs in the background: a partition's in-flight work (a checkout
+    /// waiting for its saga, a write riding out a storage election) may take seconds, and
+    /// the loop must go on renewing every other lease meanwhile (the chaos checker saw a
+    /// hand-over during a NATS server loss block the loop for 6 s and cost the node its
+    /// remaining partitions). The partitions stay out of `acquire_all` until their lease
+    /// is deleted.
+    fn release_all(&mut self, partitions: Vec<u32>) -> tokio::task::JoinHandle<()> {
         let mut leaving = Vec::new();
         for p in partitions {
             if let Some(h) = self.held.remove(&p) {
                 leaving.push((p, h));
             }
         }
-        let stops = leaving.into_iter().map(|(p, h)| {
-            let leases = self.leases.clone();
-            let key = self.ctx.names().lease_key(p);
-            let guard = self.ctx.guard.clone();
-            async move {
-                h.runtime.stop(Duration::from_secs(10)).await;
-                guard.revoke(p);
-                if let Err(e) = leases.delete_expect_revision(key, Some(h.revision)).await {
-                    tracing::warn!(partition = p, error = %e, "lease delete failed; it will lapse");
+        lock(&self.book)
+            .handing
+            .extend(leaving.iter().map(|(p, _)| *p));
+        let stops: Vec<_> = leaving
+            .into_iter()
+            .map(|(p, h)| {
+                let leases = self.leases.clone();
+                let key = self.ctx.names().lease_key(p);
+                let guard = self.ctx.guard.clone();
+                let book = self.book.clone();
+                async move {
+                    h.runtime.stop(Duration::from_secs(10)).await;
+                    guard.revoke(p);
+                    if let Err(e) = leases.delete_expect_revision(key, Some(h.revision)).await
+                    {
+                        tracing::warn!(partition = p, error = %e, "lease delete failed; it will lapse");
+                    }
+                    lock(&book).handing.remove(&p);
                 }
-            }
-        });
-        futures::future::join_all(stops).await;
+            })
+            .collect();
+        tokio::spawn(async move {
+            futures::future::join_all(stops).await;
+        })
     }
 
     /// Tries to take the lease of `p` (bounded in time): its revision, or `None` when it
@@ -626,28 +684,38 @@ impl Placement {
             book.promised.retain(|_, until| *until > now);
             let free: Vec<u32> = partitions
                 .into_iter()
-                .filter(|p| !book.promised.contains_key(p))
+                .filter(|p| !book.promised.contains_key(p) && !book.handing.contains(p))
                 .collect();
             book.taking.extend(free.iter().copied());
             free
         };
         // A partition this node did not hold may be served by a peer on promises (its
-        // lease aged out while the bucket had no answer): ask first.
+        // lease aged out while the bucket had no answer): ask every live peer first, and
+        // take those partitions only when every one of them answered.
         let strangers: Vec<u32> = partitions
             .iter()
             .copied()
             .filter(|p| !self.was_held(*p))
             .collect();
-        let busy = if strangers.is_empty() {
-            BTreeSet::new()
-        } else {
-            let ask = LeaseAsk::Holds {
-                partitions: strangers,
-            };
-            self.ask_peers(&ask)
-                .await
-                .map(|(_, busy)| busy)
-                .unwrap_or_default()
+        let busy: BTreeSet<u32> = match self.live_peers() {
+            _ if strangers.is_empty() => BTreeSet::new(),
+            Some(peers) if !peers.is_empty() => {
+                let ask = LeaseAsk::Holds {
+                    partitions: strangers.clone(),
+                };
+                match self.ask_peers(&peers, &ask).await {
+                    (true, busy) => busy,
+                    // One that is reconnecting may be serving them: next round.
+                    (false, _) => {
+                        tracing::info!(
+                            count = strangers.len(),
+                            "not every peer answered; taking those partitions later"
+                        );
+                        strangers.into_iter().collect()
+                    }
+                }
+            }
+            _ => BTreeSet::new(),
         };
         let acquired = self.take_and_serve(partitions, &busy, &me, bound).await;
         lock(&self.book).taking.clear();
@@ -726,6 +794,12 @@ impl Placement {
         let Some(live) = self.live_nodes().await else {
             return Vec::new();
         };
+        let now = Instant::now();
+        for n in &live {
+            self.seen.insert(n.clone(), now);
+        }
+        let recent = self.ctx.settings.lease_ttl * 2;
+        self.seen.retain(|_, at| now.duration_since(*at) <= recent);
         self.last_live = Some(live.clone());
         let partitions = self.ctx.bus.config().partitions;
         let me = self.node_id().to_owned();
@@ -743,7 +817,9 @@ impl Placement {
             .collect();
         if !to_release.is_empty() {
             tracing::info!(partitions = ?to_release, "handing partitions over");
-            self.release_all(to_release).await;
+            let handover = self.release_all(to_release);
+            self.handovers.retain(|h| !h.is_finished());
+            self.handovers.push(handover);
         }
         let settled = self.membership_settled();
         let wanted: Vec<u32> = desired
@@ -781,7 +857,10 @@ impl Placement {
         // Leave membership first so the others compute us out and wait for our leases.
         let _ = self.nodes.delete(self.node_id()).await;
         let all = self.held();
-        self.release_all(all).await;
+        let _ = self.release_all(all).await;
+        for h in std::mem::take(&mut self.handovers) {
+            let _ = h.await;
+        }
     }
 
     /// Runs until `shutdown`, then leaves. `first_round` is signalled after the first
@@ -812,9 +891,10 @@ impl Placement {
             let acquired = self.step().await;
             self.resume_sagas(acquired);
         }
-        // Promises stop with the loop: a leaving node takes nothing.
-        answering.cancel();
+        // Peers are answered until every partition is handed over: what this node still
+        // serves while it leaves is busy, not free.
         self.leave().await;
+        answering.cancel();
     }
 
     /// Wakes the loop when a lease is deleted (a hand-over) or a node joins or leaves, so

@@ -47,6 +47,7 @@ async fn start_on(
         faults: Faults::default(),
         guard: Default::default(),
         catalog: Default::default(),
+        outboxes: Default::default(),
     };
     let node = Node::start(ctx, streams).await?;
     Ok((node, bus))
@@ -226,9 +227,21 @@ async fn events_a_stream_does_not_acknowledge_wait_in_the_outbox_and_arrive_in_o
             started.elapsed()
         );
     }
-    // The stream is back: the held events go out before the next write's own, in order.
+    assert_eq!(
+        node.ctx().outboxes.len(),
+        1,
+        "the cart's events wait in the relay"
+    );
+    // The stream is back: the held events go out before the next write's own (or by the
+    // relay, before it), in order, and nothing waits any more.
     events::ensure_streams(&js, &names, &StreamSettings::default()).await?;
     assert_eq!(add(&bus, "c", "A").await?.version, 4);
+    let outboxes = node.ctx().outboxes.clone();
+    wait_for("nothing left to publish", Duration::from_secs(10), || {
+        let outboxes = outboxes.clone();
+        async move { outboxes.is_empty() }
+    })
+    .await?;
     wait_for(
         "versions 2, 3, 4 in the stream",
         Duration::from_secs(10),

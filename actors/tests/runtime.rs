@@ -32,6 +32,7 @@ async fn start(nats: &NatsServer, settings: NodeSettings) -> anyhow::Result<(Nod
         faults: Faults::default(),
         guard: Default::default(),
         catalog: Default::default(),
+        outboxes: Default::default(),
     };
     let node = Node::start(ctx, &StreamSettings::default()).await?;
     Ok((node, bus))

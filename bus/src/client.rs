@@ -140,15 +140,19 @@ async fn settle<F, Fut, T, E>(
     is_timeout: impl Fn(&Result<T, E>) -> bool,
 ) -> Settled<Result<T, E>>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Duration) -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     use futures::StreamExt as _;
     use futures::future::{AbortHandle, abortable};
+    // Every copy ends by the first copy's deadline: hedging never makes a request longer.
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut copies = futures::stream::FuturesUnordered::new();
     let mut handles: std::collections::VecDeque<AbortHandle> = std::collections::VecDeque::new();
     let mut push = |copies: &mut futures::stream::FuturesUnordered<_>| {
-        let (copy, handle) = abortable(send());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (copy, handle) = abortable(send(left));
         copies.push(copy);
         handles.push_back(handle);
         if handles.len() > MAX_COPIES
@@ -158,7 +162,6 @@ where
         }
     };
     push(&mut copies);
-    let started = Instant::now();
     let first = tokio::time::timeout(RECONNECT_CHECK_AFTER, copies.next()).await;
     match first {
         Ok(Some(Ok(done))) => return Settled::Done(done),
@@ -166,7 +169,7 @@ where
         Err(_) => {}
     }
     let mut check = tokio::time::interval(RECONNECT_CHECK_EVERY);
-    let mut next_copy = hedge.map(|after| started + after.saturating_sub(RECONNECT_CHECK_AFTER));
+    let mut next_copy = hedge.map(|after| started + after);
     loop {
         // A copy sent now must still be able to answer within the request's time.
         let hedge_at =
@@ -316,7 +319,7 @@ impl BusClient {
         let stats = self.nats.statistics();
         let result = loop {
             let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
-            let send = || {
+            let send = |timeout: Duration| {
                 let request = Request::new()
                     .payload(payload.clone())
                     .headers(message_headers.clone())
@@ -333,13 +336,20 @@ impl BusClient {
                 Resend::Never => None,
             };
             let outcome = match resend {
-                Resend::Never => Some(send().await),
+                Resend::Never => Some(send(timeout).await),
                 Resend::Safe | Resend::Slow(_) => {
                     let timed_out = |r: &Result<async_nats::Message, async_nats::RequestError>| {
                         r.as_ref()
                             .is_err_and(|e| e.kind() == RequestErrorKind::TimedOut)
                     };
-                    match settle(send, hedge, timeout, &stats, connects, timed_out).await {
+                    // A request swallowed by a node that lost its partition is answered
+                    // by the first copy sent after the new owner subscribed: a safe
+                    // request keeps its copies going for as long as a failover may take.
+                    let horizon = match resend {
+                        Resend::Safe => timeout.max(self.config.retry_window),
+                        _ => timeout,
+                    };
+                    match settle(send, hedge, horizon, &stats, connects, timed_out).await {
                         Settled::Done(outcome) => Some(outcome),
                         Settled::Reconnected => None,
                     }
