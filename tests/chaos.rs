@@ -730,11 +730,14 @@ async fn main() -> anyhow::Result<()> {
     // The longest gap without an acknowledged add, blamed on the fault it started in.
     let mut oks = ledger.writes_ok_ms.lock().unwrap().clone();
     oks.sort_unstable();
-    let mut gaps: BTreeMap<&str, u64> = BTreeMap::new();
+    // Per kind: (longest gap, when it started).
+    let mut gaps: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for w in oks.windows(2) {
         let kind = timeline.blame(w[0]);
         let gap = gaps.entry(kind).or_default();
-        *gap = (*gap).max(w[1] - w[0]);
+        if w[1] - w[0] > gap.0 {
+            *gap = (w[1] - w[0], w[0]);
+        }
     }
     let requests = ledger.requests.lock().unwrap().clone();
     let http_5xx = ledger.http_5xx.lock().unwrap().clone();
@@ -751,7 +754,8 @@ async fn main() -> anyhow::Result<()> {
                     "count": counts.get(k).copied().unwrap_or(0),
                     "requests": requests.get(k).copied().unwrap_or(0),
                     "http_5xx": http_5xx.get(k).copied().unwrap_or(0),
-                    "longest_write_gap_ms": gaps.get(k).copied().unwrap_or(0),
+                    "longest_write_gap_ms": gaps.get(k).map_or(0, |g| g.0),
+                    "longest_write_gap_at_ms": gaps.get(k).map_or(0, |g| g.1),
                     "longest_add_ms": longest_add.get(k).copied().unwrap_or(0),
                 }),
             )
@@ -779,7 +783,7 @@ async fn main() -> anyhow::Result<()> {
             "lost": lost,
             "duplicated": duplicated,
             "versions_regressed": ledger.versions_regressed.load(Ordering::Relaxed),
-            "longest_write_gap_ms": gaps.values().copied().max().unwrap_or(0),
+            "longest_write_gap_ms": gaps.values().map(|g| g.0).max().unwrap_or(0),
         },
         "checkouts": {
             "started": c.started.load(Ordering::Relaxed),

@@ -815,13 +815,16 @@ impl Placement {
             .filter(|p| !desired.contains(p))
             .copied()
             .collect();
-        if !to_release.is_empty() {
+        let settled = self.membership_settled();
+        // Nothing is handed over on a live set that may still miss nodes (right after
+        // heartbeats failed): with bounded loads a missing node moves partitions between
+        // the others too, and they would move back a tick later.
+        if !to_release.is_empty() && settled {
             tracing::info!(partitions = ?to_release, "handing partitions over");
             let handover = self.release_all(to_release);
             self.handovers.retain(|h| !h.is_finished());
             self.handovers.push(handover);
         }
-        let settled = self.membership_settled();
         let wanted: Vec<u32> = desired
             .into_iter()
             .filter(|p| !self.held.contains_key(p))

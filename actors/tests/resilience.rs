@@ -345,12 +345,23 @@ async fn losing_the_leases_leader_drops_no_partition() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The leases are in the bucket again (renewed, or taken back) once it answers.
-    wait_for("every lease in the bucket", Duration::from_secs(20), || {
-        let js = js.clone();
+    let names = Names::new("t");
+    let bucket = js.get_key_value(names.leases_bucket()).await?;
+    wait_for("every lease in the bucket", Duration::from_secs(30), || {
+        let (bucket, names) = (bucket.clone(), names.clone());
         async move {
-            cartwheel_bus::cluster::status(&js, &Names::new("t"), PARTITIONS)
+            let gets = (0..PARTITIONS).map(|p| {
+                let (bucket, key) = (bucket.clone(), names.lease_key(p));
+                async move {
+                    tokio::time::timeout(Duration::from_secs(1), bucket.get(key))
+                        .await
+                        .is_ok_and(|v| v.is_ok_and(|v| v.is_some()))
+                }
+            });
+            futures::future::join_all(gets)
                 .await
-                .is_ok_and(|s| s.leases.len() == PARTITIONS as usize)
+                .into_iter()
+                .all(|ok| ok)
         }
     })
     .await?;
