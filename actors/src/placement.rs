@@ -2,9 +2,9 @@
 //!
 //! * **Membership**: every node puts a heartbeat ([`NodeInfo`]) into `{prefix}_nodes`,
 //!   a bucket whose `max_age` drops the key of a node that stops heartbeating.
-//! * **Assignment**: rendezvous (highest-random-weight) hashing with bounded loads over
-//!   the live nodes ([`assign`]): shares within one of each other. Every node computes
-//!   the same answer; there is no coordinator.
+//! * **Assignment**: rendezvous (highest-random-weight) hashing over the live nodes,
+//!   with a repair for the rare sets it leaves unbalanced ([`assign`]). Every node
+//!   computes the same answer; there is no coordinator.
 //! * **Ownership**: a node serves partition `p` only while it holds the lease key
 //!   `partition.{p}` in `{prefix}_leases` — taken with `create`, renewed with
 //!   update-by-revision at a third of the TTL, deleted on hand-over. The bucket's
@@ -92,51 +92,55 @@ impl LeaseGuard {
     }
 }
 
-/// Which live node serves each partition (index = partition): rendezvous weights with
-/// bounded loads. Every (partition, node) pair is ranked by its rendezvous weight, and
-/// taken in that order while the partition is unassigned and the node has room: every
-/// node gets ⌊partitions / nodes⌋ or one more (the extra ones go to the nodes whose
-/// pairs rank first). Every node computes the same answer from the same live set.
+/// Which live node serves each partition (index = partition): rendezvous hashing with a
+/// balance repair. Each partition goes to its highest-weight live node; then, while the
+/// largest share is more than half as large again as the smallest (and by more than
+/// two), the partition of the largest node with the highest weight for the smallest
+/// node moves to it. Every node computes the same answer from the same live set.
 ///
-/// Plain rendezvous hashing (each partition to its top-weight node) moves the fewest
-/// partitions but leaves shares uneven: over 64 partitions, some sets of node ids split
-/// 25 to 12, beyond the 2:1 a join must reach. Bounded loads keep every share within one
-/// of the others, and a join still moves little: the newcomer takes the partitions
-/// where it ranks high, and the rest mostly stay where they were.
+/// Plain rendezvous moves the fewest partitions — a join moves partitions only to the
+/// newcomer, a node's loss moves only its own — but over 64 partitions some sets of node
+/// ids split 25 to 12, beyond the 2:1 a join must reach (the chaos checker saw joins
+/// that never reached a fair share). The repair touches only such sets, and moves few
+/// partitions. (Rendezvous with bounded loads for every set balanced perfectly, but a
+/// node's loss then also moved partitions between the surviving nodes, and drained
+/// them mid-failover: 1,000 contended checkouts with the sku's owner killed failed over
+/// in 13 s instead of 3 on a loaded machine.)
 pub fn assign(partitions: u32, nodes: &BTreeSet<String>) -> Vec<Option<&str>> {
-    let count = partitions as usize;
     let ids: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let mut out = vec![None; count];
-    if ids.is_empty() {
-        return out;
-    }
-    let base = count / ids.len();
-    let mut extra = count % ids.len();
-    let mut pairs: Vec<(u64, u32, usize)> = (0..partitions)
-        .flat_map(|p| {
-            ids.iter()
-                .enumerate()
-                .map(move |(i, id)| (weight(p, id), p, i))
-        })
+    let mut owner: Vec<Option<usize>> = (0..partitions)
+        .map(|p| (0..ids.len()).max_by_key(|i| weight(p, ids[*i])))
         .collect();
-    pairs.sort_unstable_by(|a, b| b.cmp(a));
-    let mut load = vec![0usize; ids.len()];
-    for (_, p, i) in pairs {
-        let slot = &mut out[p as usize];
-        if slot.is_some() {
-            continue;
+    if ids.len() > 1 {
+        let mut load = vec![0usize; ids.len()];
+        for i in owner.iter().flatten() {
+            load[*i] += 1;
         }
-        let room = load[i] < base || (load[i] == base && extra > 0);
-        if !room {
-            continue;
+        // Bounded: every move shrinks the gap between the largest and smallest share.
+        for _ in 0..partitions {
+            let (max_i, max) = (0..ids.len())
+                .map(|i| (i, load[i]))
+                .max_by_key(|(i, l)| (*l, std::cmp::Reverse(*i)))
+                .unwrap_or((0, 0));
+            let (min_i, min) = (0..ids.len())
+                .map(|i| (i, load[i]))
+                .min_by_key(|(i, l)| (*l, *i))
+                .unwrap_or((0, 0));
+            if max <= min + 2 || 2 * max <= 3 * min {
+                break;
+            }
+            let Some(p) = (0..partitions)
+                .filter(|p| owner[*p as usize] == Some(max_i))
+                .max_by_key(|p| weight(*p, ids[min_i]))
+            else {
+                break;
+            };
+            owner[p as usize] = Some(min_i);
+            load[max_i] -= 1;
+            load[min_i] += 1;
         }
-        if load[i] == base {
-            extra -= 1;
-        }
-        load[i] += 1;
-        *slot = Some(ids[i]);
     }
-    out
+    owner.into_iter().map(|o| o.map(|i| ids[i])).collect()
 }
 
 fn weight(partition: u32, node: &str) -> u64 {
@@ -817,8 +821,8 @@ impl Placement {
             .collect();
         let settled = self.membership_settled();
         // Nothing is handed over on a live set that may still miss nodes (right after
-        // heartbeats failed): with bounded loads a missing node moves partitions between
-        // the others too, and they would move back a tick later.
+        // heartbeats failed): a missing node can move partitions between the others too
+        // (the balance repair), and they would move back a tick later.
         if !to_release.is_empty() && settled {
             tracing::info!(partitions = ?to_release, "handing partitions over");
             let handover = self.release_all(to_release);
@@ -1132,7 +1136,7 @@ mod tests {
     }
 
     #[test]
-    fn every_share_is_within_one_and_a_join_moves_little() {
+    fn shares_stay_within_three_to_two_and_a_join_moves_little() {
         // Node id sets like the chaos checker's and the tests' (c0, c1, …; r1, r2; a, b).
         for prefix in ["c", "r", "node-", "n"] {
             for size in 1..=9 {
@@ -1145,7 +1149,10 @@ mod tests {
                     *counts.values().min().unwrap(),
                     *counts.values().max().unwrap(),
                 );
-                assert!(max - min <= 1, "{prefix}×{size}: {counts:?}");
+                assert!(
+                    max <= min + 2 || 2 * max <= 3 * min,
+                    "{prefix}×{size}: {counts:?}"
+                );
                 assert_eq!(counts.len(), size, "every node gets partitions");
                 // One more node: it gets its share, and not many others move.
                 let newcomer = format!("{prefix}{size}");
@@ -1159,9 +1166,25 @@ mod tests {
                     .count();
                 let share = 64 / (size + 1);
                 assert!(
-                    moved_elsewhere <= share,
+                    moved_elsewhere <= 2 * share,
                     "{prefix}×{size}+1: {moved_elsewhere} partitions moved between old nodes"
                 );
+                // One node fewer: its partitions move, few others do.
+                if size >= 2 {
+                    let gone = ids[0].as_str();
+                    let mut fewer = before_set.clone();
+                    fewer.remove(gone);
+                    let after = assign(64, &fewer);
+                    let moved_between_survivors = before
+                        .iter()
+                        .zip(&after)
+                        .filter(|(b, a)| b != a && **b != Some(gone))
+                        .count();
+                    assert!(
+                        moved_between_survivors <= 64 / (size - 1),
+                        "{prefix}×{size}−1: {moved_between_survivors} partitions moved between survivors"
+                    );
+                }
             }
         }
         assert!(assign(8, &BTreeSet::new()).iter().all(Option::is_none));
