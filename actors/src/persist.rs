@@ -103,9 +103,10 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         .unwrap_or("entity")
         .to_ascii_lowercase();
     let key = format!("{kind}:{id}");
-    // Events of earlier changes that their stream has not acknowledged yet go first (the
-    // node's relay holds them; right after an activation, the record as loaded): the
-    // outbox stays in version order.
+    // Events of earlier changes that their stream has not acknowledged yet go first: the
+    // node's relay holds them, and after a reload (a conflict) the record as loaded may
+    // hold another writer's, which may not have gone out. The outbox stays in version
+    // order.
     let carried = merged(
         ctx.outboxes.take(&key),
         current
@@ -115,13 +116,7 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
     );
     let mut outbox = carried.clone();
     outbox.extend(events);
-    if outbox.len() > MAX_OUTBOX {
-        // JetStream has been unreachable for a long time. Every event carries the whole
-        // entity, so the newest ones hold what the dropped ones said.
-        let drop = outbox.len() - MAX_OUTBOX;
-        tracing::warn!(%id, dropped = drop, "outbox full; dropping its oldest unpublished events");
-        outbox.drain(..drop);
-    }
+    cap_outbox(&mut outbox, &key);
     let record = Record {
         state,
         outbox,
@@ -246,6 +241,17 @@ pub const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(5
 /// Most unpublished events an entity's outbox keeps.
 pub const MAX_OUTBOX: usize = 256;
 
+/// Keeps the newest [`MAX_OUTBOX`] events of `outbox` (entity `key`). Past that,
+/// JetStream has been unreachable for a long time; every event carries the whole entity,
+/// so the newest ones hold what the dropped ones said.
+fn cap_outbox(outbox: &mut Vec<Event>, key: &str) {
+    if outbox.len() > MAX_OUTBOX {
+        let drop = outbox.len() - MAX_OUTBOX;
+        tracing::warn!(%key, dropped = drop, "outbox full; dropping its oldest unpublished events");
+        outbox.drain(..drop);
+    }
+}
+
 /// Publishes `outbox` in order, each event only after the one before it was acknowledged,
 /// within [`PUBLISH_WAIT`]. What is left (no ack in time, or a failed publish) moves to
 /// the node's relay ([`Outboxes`]), which retries it in the background and hands it to
@@ -340,11 +346,7 @@ impl Outboxes {
             let mut map = self.lock();
             let earlier = map.remove(key).map(|p| p.events).unwrap_or_default();
             let mut events = merged(earlier, events);
-            if events.len() > MAX_OUTBOX {
-                let drop = events.len() - MAX_OUTBOX;
-                tracing::warn!(%key, dropped = drop, "relay full; dropping the oldest unpublished events");
-                events.drain(..drop);
-            }
+            cap_outbox(&mut events, key);
             map.insert(key.to_owned(), Pending { events, task });
         }
         let (ctx, key) = (ctx.clone(), key.to_owned());

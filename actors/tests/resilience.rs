@@ -69,6 +69,18 @@ fn rid() -> String {
     cartwheel_bus::headers::new_request_id()
 }
 
+async fn create_cart(bus: &BusClient, cart: &str) -> anyhow::Result<()> {
+    bus.cart(
+        cart,
+        &CartCommand::Create {
+            user_id: "u".into(),
+        },
+        &rid(),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn add(bus: &BusClient, cart: &str, sku: &str) -> anyhow::Result<cartwheel_domain::Cart> {
     Ok(bus
         .cart(
@@ -112,14 +124,7 @@ async fn carts_price_from_the_catalog_cache_and_a_price_change_reaches_it() -> a
     .await?;
     let cached = node.ctx().catalog.get("A");
     assert_eq!(cached.map(|p| p.price), Some(100), "filled from storage");
-    bus.cart(
-        "c",
-        &CartCommand::Create {
-            user_id: "u".into(),
-        },
-        &rid(),
-    )
-    .await?;
+    create_cart(&bus, "c").await?;
     assert_eq!(add(&bus, "c", "A").await?.items[0].unit_price, 100);
     // A price change arrives through the product events.
     bus.product(
@@ -136,14 +141,7 @@ async fn carts_price_from_the_catalog_cache_and_a_price_change_reaches_it() -> a
         async move { catalog.get("A").is_some_and(|p| p.price == 250) }
     })
     .await?;
-    bus.cart(
-        "d",
-        &CartCommand::Create {
-            user_id: "u".into(),
-        },
-        &rid(),
-    )
-    .await?;
+    create_cart(&bus, "d").await?;
     assert_eq!(add(&bus, "d", "A").await?.items[0].unit_price, 250);
     // A sku created after the start is learnt from its event too.
     bus.product(
@@ -205,14 +203,7 @@ async fn events_a_stream_does_not_acknowledge_wait_in_the_outbox_and_arrive_in_o
         "t",
     )
     .await?;
-    bus.cart(
-        "c",
-        &CartCommand::Create {
-            user_id: "u".into(),
-        },
-        &rid(),
-    )
-    .await?;
+    create_cart(&bus, "c").await?;
     let js = jetstream::new(bus.nats().clone());
     let names = Names::new("t");
     // The cart events have nowhere to go: writes still answer, and promptly.
@@ -332,15 +323,7 @@ async fn losing_the_leases_leader_drops_no_partition() -> anyhow::Result<()> {
             "a partition was dropped {:?} after the leases leader died",
             killed.elapsed()
         );
-        let cart = format!("c{carts}");
-        bus.cart(
-            &cart,
-            &CartCommand::Create {
-                user_id: "u".into(),
-            },
-            &rid(),
-        )
-        .await?;
+        create_cart(&bus, &format!("c{carts}")).await?;
         carts += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
