@@ -252,6 +252,9 @@ impl Behavior for CartBehavior {
     type State = CartState;
     type Internal = ();
     const KIND: EntityKind = EntityKind::Cart;
+    // Every cart write carries a command id the cart remembers; checkout is idempotent
+    // by its key; reads change nothing.
+    const RESEND_SAFE: bool = true;
 
     async fn load(ctx: &Ctx, id: &str) -> Result<CartState, StoreError> {
         Ok(CartState {

@@ -30,6 +30,12 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     type Internal: Send + 'static;
     /// Which kind this is.
     const KIND: EntityKind;
+    /// Whether every command of this kind is safe to deliver again: a repeat is
+    /// recognised by its command id (or is idempotent by nature) and answered without a
+    /// second effect. A turn cut short by a lapsing lease is then answered "moving" and
+    /// the requester resends it to the new owner; for other kinds its outcome is
+    /// unknown, and the answer says so.
+    const RESEND_SAFE: bool = false;
 
     /// Loads the stored state of `id` (absent entities load as "not there yet").
     fn load(ctx: &Ctx, id: &str) -> impl Future<Output = Result<Self::State, StoreError>> + Send;

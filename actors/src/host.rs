@@ -111,23 +111,47 @@ pub async fn serve<B: Behavior>(
         tracker.spawn(async move {
             let sent = match routed {
                 Ok(rx) => {
-                    let body = await_reply(rx, &subject).await;
-                    if !guard.holds(partition) && is_unavailable(&body) {
+                    let answer = await_reply(rx).await;
+                    let lapsed = !guard.holds(partition);
+                    match answer {
                         // Refused because the lease lapsed while the command waited or
                         // ran: nothing was written here; the new owner serves the resend
                         // (a cart recognises it by its command id).
-                        let mut h = async_nats::HeaderMap::new();
-                        h.insert(headers::RETRY, "moving");
-                        nats.publish_with_headers(reply_to, h, body).await
-                    } else {
-                        nats.publish(reply_to, body).await
+                        Answer::Reply(body) if lapsed && is_unavailable(&body) => {
+                            moving(&nats, reply_to, body).await
+                        }
+                        Answer::Reply(body) => nats.publish(reply_to, body).await,
+                        // The turn was cut short because the lease lapsed (the partition
+                        // was dropped under it): it may have been written. A kind whose
+                        // repeats are recognised is resent to the new owner, which
+                        // answers a repeat with the first outcome.
+                        Answer::Dropped if lapsed && B::RESEND_SAFE => {
+                            let body = encode_error(&ApiError::unavailable(format!(
+                                "partition {partition} moved while this request ran; retry"
+                            )));
+                            moving(&nats, reply_to, body).await
+                        }
+                        Answer::Dropped if lapsed => {
+                            let body = encode_error(&ApiError::unavailable(format!(
+                                "partition {partition} moved while this request ran; it may or may not have been applied: read before resending"
+                            )));
+                            nats.publish(reply_to, body).await
+                        }
+                        Answer::Dropped => {
+                            let body = encode_error(&ApiError::internal(format!(
+                                "the actor for {subject} failed while handling this request; it restarts from stored state"
+                            )));
+                            nats.publish(reply_to, body).await
+                        }
+                        Answer::Late => {
+                            let body = encode_error(&ApiError::internal(format!(
+                                "the actor for {subject} did not answer in time"
+                            )));
+                            nats.publish(reply_to, body).await
+                        }
                     }
                 }
-                Err(Refusal::Moving(body)) => {
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert(headers::RETRY, "moving");
-                    nats.publish_with_headers(reply_to, h, body).await
-                }
+                Err(Refusal::Moving(body)) => moving(&nats, reply_to, body).await,
                 Err(Refusal::Error(body)) => nats.publish(reply_to, body).await,
             };
             if let Err(e) = sent {
@@ -154,16 +178,33 @@ fn is_unavailable(body: &Bytes) -> bool {
     )
 }
 
-async fn await_reply(rx: OneshotReceiver<Bytes>, subject: &Subject) -> Bytes {
+/// What came of a routed command.
+enum Answer {
+    /// The actor's encoded reply.
+    Reply(Bytes),
+    /// The actor went away without answering (a panic, or its partition was dropped).
+    Dropped,
+    /// No answer within [`ACTOR_DEADLINE`].
+    Late,
+}
+
+async fn await_reply(rx: OneshotReceiver<Bytes>) -> Answer {
     match tokio::time::timeout(ACTOR_DEADLINE, rx).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => encode_error(&ApiError::internal(format!(
-            "the actor for {subject} failed while handling this request; it restarts from stored state"
-        ))),
-        Err(_) => encode_error(&ApiError::internal(format!(
-            "the actor for {subject} did not answer in time"
-        ))),
+        Ok(Ok(bytes)) => Answer::Reply(bytes),
+        Ok(Err(_)) => Answer::Dropped,
+        Err(_) => Answer::Late,
     }
+}
+
+/// Answers with `body` and `Cw-Retry: moving`: the requester resends to the new owner.
+async fn moving(
+    nats: &Client,
+    reply_to: Subject,
+    body: Bytes,
+) -> Result<(), async_nats::PublishError> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::RETRY, "moving");
+    nats.publish_with_headers(reply_to, h, body).await
 }
 
 /// Why a command was not routed; each carries the encoded error reply.
