@@ -12,7 +12,7 @@ use cartwheel_bus::BusClient;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -147,6 +147,7 @@ pub struct NodeExtras {
     registration: Option<Registration>,
     listener: Option<tokio::task::JoinHandle<()>>,
     shutdown: CancellationToken,
+    serving: Arc<AtomicBool>,
 }
 
 impl NodeExtras {
@@ -178,13 +179,28 @@ impl NodeExtras {
             }
         });
         let shutdown = CancellationToken::new();
+        // Ready from now (the node has taken its first share) until it starts handing
+        // over, and only while NATS is connected.
+        let serving = Arc::new(AtomicBool::new(true));
+        let ready: cartwheel_api::metrics::Readiness = {
+            let (serving, nats) = (serving.clone(), bus.nats().clone());
+            Arc::new(move || {
+                if !serving.load(Ordering::Acquire) {
+                    return Err("handing its partitions over; stopping".to_owned());
+                }
+                match nats.connection_state() {
+                    async_nats::connection::State::Connected => Ok(()),
+                    other => Err(format!("not connected to NATS ({other:?})")),
+                }
+            })
+        };
         let listener = match metrics_addr {
             None => None,
             Some(addr) => {
-                let (local, run) = cartwheel_api::metrics::listener(addr, shutdown.clone())
+                let (local, run) = cartwheel_api::metrics::listener(addr, ready, shutdown.clone())
                     .await
                     .with_context(|| format!("metrics listener on {addr}"))?;
-                tracing::info!(url = %format!("http://{local}/metrics"), "node metrics");
+                tracing::info!(url = %format!("http://{local}/metrics"), "node metrics, /healthz and /readyz");
                 Some(tokio::spawn(async move {
                     if let Err(e) = run.await {
                         tracing::warn!(error = %e, "metrics listener failed");
@@ -210,10 +226,17 @@ impl NodeExtras {
             registration,
             listener,
             shutdown,
+            serving,
         })
     }
 
-    /// Unregisters and stops the listener.
+    /// Turns `/readyz` false: the node is about to hand its partitions over. `/healthz`
+    /// and `/metrics` keep answering until [`NodeExtras::stop`].
+    pub fn stop_serving(&self) {
+        self.serving.store(false, Ordering::Release);
+    }
+
+    /// Unregisters and stops the listener (after the hand-over).
     pub async fn stop(self) {
         if let Some(r) = self.registration {
             r.stop().await;

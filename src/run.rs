@@ -225,13 +225,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     signal().await;
     tracing::info!("shutting down");
     shutdown.cancel();
+    extras.stop_serving();
     match tokio::time::timeout(SHUTDOWN_TIMEOUT, serving).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "edge ended with an error"),
         Err(_) => tracing::warn!("edge did not stop in time"),
         _ => {}
     }
-    extras.stop().await;
     node.shutdown(SHUTDOWN_TIMEOUT).await;
+    extras.stop().await;
     close_nats(&nats).await;
     if let Some(child) = child {
         child.stop(Duration::from_secs(10)).await;
@@ -258,8 +259,9 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     tracing::info!(nats = %args.common.nats_url, "node started");
     signal().await;
     tracing::info!("shutting down");
-    extras.stop().await;
+    extras.stop_serving();
     node.shutdown(SHUTDOWN_TIMEOUT).await;
+    extras.stop().await;
     close_nats(&nats).await;
     tracing::info!("stopped");
     Ok(())

@@ -263,6 +263,46 @@ async fn a_checkout_is_one_trace_from_the_edge_into_the_nodes_log() -> anyhow::R
         actors["order"]["activations"].as_u64() >= Some(1),
         "{stats}"
     );
+
+    // The node's probes (what Kubernetes asks): alive and ready while it serves; not
+    // ready, but still alive, once it lost NATS.
+    let http = reqwest::Client::new();
+    let probe = |path: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{metrics_addr}{path}"));
+        async move {
+            let res = http.get(url).send().await?;
+            let status = res.status().as_u16();
+            Ok::<_, anyhow::Error>((status, res.json::<Value>().await?))
+        }
+    };
+    assert_eq!(probe("/healthz").await?, (200, json!({"status": "ok"})));
+    assert_eq!(probe("/readyz").await?, (200, json!({"status": "ready"})));
+    let mut nats = nats;
+    nats.kill()?;
+    let last = Arc::new(Mutex::new(Value::Null));
+    wait_for("the node's /readyz to turn 503 without NATS", WAIT, || {
+        let last = last.clone();
+        async move {
+            match probe("/readyz").await {
+                Ok((503, body)) => {
+                    *last.lock().unwrap() = body;
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await?;
+    let body = last.lock().unwrap().clone();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NATS")),
+        "{body}"
+    );
+    assert_eq!(probe("/healthz").await?.0, 200);
+    drop(node);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics: the process-wide recorder, `/metrics` in the text format, the
-//! per-request series, and a bare metrics listener for processes without an edge (nodes).
+//! per-request series, and the operations listener of processes without an edge (nodes: `/metrics`,
+//! `/healthz`, `/readyz`).
 //!
 //! Every crate records through the `metrics` facade (`counter!`, `histogram!`, …); this
 //! module installs the one recorder of the process ([`Metrics::global`]) and renders it.
@@ -136,10 +137,16 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     res
 }
 
-/// A listener that serves only `GET /metrics`, for a process without an edge (a node).
-/// Binds now; the returned future serves until `shutdown`.
+/// Whether a process without an edge (a node) can serve: `Ok`, or why not.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// The operations listener of a process without an edge (a node): `GET /metrics`,
+/// `GET /healthz` (200 while the process runs, also while it hands over) and
+/// `GET /readyz` (200 `{"status":"ready"}` while `ready` says so, else 503 with a JSON
+/// error naming why). Binds now; the returned future serves until `shutdown`.
 pub async fn listener(
     addr: SocketAddr,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<(
     SocketAddr,
@@ -147,7 +154,32 @@ pub async fn listener(
 )> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = Router::new().route("/metrics", get(scrape));
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(()) => {
+                            axum::Json(serde_json::json!({"status": "ready"})).into_response()
+                        }
+                        Err(why) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({
+                                "error": {"code": "unavailable", "message": why}
+                            })),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        );
     let run = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
