@@ -165,7 +165,23 @@ impl NodeExtras {
             ("order", s.order.clone()),
         ]);
         let for_metrics = stats.clone();
+        let placement = node.placement().clone();
+        let outboxes = node.ctx().outboxes.clone();
+        let partitions = f64::from(bus.config().partitions);
+        cartwheel_api::metrics::watch_nats(bus.nats().clone());
+        // Series the dashboard and the alerts read exist from the start, at zero.
+        for change in ["acquired", "handed_over", "lost"] {
+            metrics::counter!("cartwheel_partition_moves_total", "change" => change).increment(0);
+        }
+        for outcome in ["confirmed", "failed"] {
+            metrics::counter!("cartwheel_saga_outcomes_total", "outcome" => outcome).increment(0);
+        }
+        metrics::counter!("cartwheel_saga_step_retries_total").increment(0);
+        metrics::counter!("cartwheel_commands_repeated_total", "kind" => "cart").increment(0);
         Metrics::global().add_collector(move || {
+            metrics::gauge!("cartwheel_partitions").set(partitions);
+            metrics::gauge!("cartwheel_partitions_held").set(placement.held() as f64);
+            metrics::gauge!("cartwheel_events_pending").set(outboxes.events() as f64);
             for (kind, s) in &for_metrics {
                 let kind = *kind;
                 metrics::gauge!("cartwheel_actors_live", "kind" => kind)
@@ -179,19 +195,28 @@ impl NodeExtras {
             }
         });
         let shutdown = CancellationToken::new();
-        // Ready from now (the node has taken its first share) until it starts handing
-        // over, and only while NATS is connected.
+        // Ready while NATS is connected and the node holds exactly its share of a
+        // settled cluster; not ready from the moment it starts handing over. A drain
+        // (PodDisruptionBudget) waits for readiness before it evicts the next node.
         let serving = Arc::new(AtomicBool::new(true));
         let ready: cartwheel_api::metrics::Readiness = {
             let (serving, nats) = (serving.clone(), bus.nats().clone());
+            let placement = node.placement().clone();
             Arc::new(move || {
                 if !serving.load(Ordering::Acquire) {
                     return Err("handing its partitions over; stopping".to_owned());
                 }
                 match nats.connection_state() {
-                    async_nats::connection::State::Connected => Ok(()),
-                    other => Err(format!("not connected to NATS ({other:?})")),
+                    async_nats::connection::State::Connected => {}
+                    other => return Err(format!("not connected to NATS ({other:?})")),
                 }
+                if !placement.settled() {
+                    return Err(format!(
+                        "partitions still moving (holds {})",
+                        placement.held()
+                    ));
+                }
+                Ok(())
             })
         };
         let listener = match metrics_addr {

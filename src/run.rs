@@ -279,6 +279,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let nats = connect(&args.common.nats_url, "cartwheel-edge").await?;
+    cartwheel_api::metrics::watch_nats(nats.clone());
     let bus = common_bus(&args.common, nats.clone())?;
     let shutdown = CancellationToken::new();
     let (addr, serving) = Edge::new(bus, config)

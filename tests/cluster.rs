@@ -22,12 +22,25 @@ const TTL_MS: &str = "2000";
 /// them at once starves every one of them. One at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A test's directory of logs: removed at the end, or kept (path printed) with
+/// `CW_KEEP=1` to look at the processes' logs after a failure.
 enum DirRef {
     Kept(std::path::PathBuf),
     Temp(tempfile::TempDir),
 }
 
 impl DirRef {
+    fn new() -> anyhow::Result<DirRef> {
+        let dir = tempfile::tempdir()?;
+        Ok(if std::env::var("CW_KEEP").is_ok() {
+            let kept = dir.keep();
+            eprintln!("logs in {}", kept.display());
+            DirRef::Kept(kept)
+        } else {
+            DirRef::Temp(dir)
+        })
+    }
+
     fn path(&self) -> &Path {
         match self {
             DirRef::Kept(p) => p,
@@ -89,20 +102,7 @@ async fn a_joining_node_takes_a_fair_share_under_load_and_a_leaving_one_hands_ov
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start().await?;
-    let dir = tempfile::tempdir()?;
-    if std::env::var("CW_KEEP").is_ok() {
-        eprintln!("logs in {}", dir.path().display());
-    }
-    let dir_path = dir.path().to_path_buf();
-    if std::env::var("CW_KEEP").is_ok() {
-        std::mem::forget(dir); // keep the logs for a look
-    }
-    let dir = tempfile::TempDir::new()?;
-    let dir = if std::env::var("CW_KEEP").is_ok() {
-        DirRef::Kept(dir_path)
-    } else {
-        DirRef::Temp(dir)
-    };
+    let dir = DirRef::new()?;
     let _a = node(&nats, dir.path(), "node-a").await?;
     let b = node(&nats, dir.path(), "node-b").await?;
     let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
@@ -233,7 +233,7 @@ async fn checkout_until_settled(api: &Api, cart: &str) -> anyhow::Result<Value> 
 
 async fn contended_checkouts(kill_owner: bool) -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
-    let dir = tempfile::tempdir()?;
+    let dir = DirRef::new()?;
     let mut nodes = BTreeMap::new();
     for id in ["n1", "n2", "n3"] {
         nodes.insert(id.to_string(), node(&nats, dir.path(), id).await?);
@@ -380,7 +380,7 @@ async fn the_same_with_kill_9_of_the_skus_owner_mid_run() -> anyhow::Result<()> 
 async fn a_node_paused_past_its_lease_writes_nothing_after_it_resumes() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start().await?;
-    let dir = tempfile::tempdir()?;
+    let dir = DirRef::new()?;
     let a = node(&nats, dir.path(), "pa").await?;
     let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
     edge.wait_ready().await?;
@@ -447,7 +447,7 @@ async fn on_a_three_server_nats_cluster_losing_a_server_loses_nothing() -> anyho
     let _serial = SERIAL.lock().await;
     let mut nats = cartwheel_testkit::NatsCluster::start(3).await?;
     let urls = nats.urls();
-    let dir = tempfile::tempdir()?;
+    let dir = DirRef::new()?;
     let envs = [
         ("CARTWHEEL_REPLICAS", "3"),
         ("CARTWHEEL_LEASE_TTL_MS", TTL_MS),

@@ -256,6 +256,10 @@ impl Behavior for CartBehavior {
     // by its key; reads change nothing.
     const RESEND_SAFE: bool = true;
 
+    fn backend(ctx: &Ctx) -> &'static str {
+        ctx.stores.carts.backend()
+    }
+
     async fn load(ctx: &Ctx, id: &str) -> Result<CartState, StoreError> {
         Ok(CartState {
             current: ctx.stores.carts.load(id).await?,

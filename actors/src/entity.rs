@@ -37,6 +37,9 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     /// unknown, and the answer says so.
     const RESEND_SAFE: bool = false;
 
+    /// The storage backend this kind's records live in (a metrics label).
+    fn backend(ctx: &Ctx) -> &'static str;
+
     /// Loads the stored state of `id` (absent entities load as "not there yet").
     fn load(ctx: &Ctx, id: &str) -> impl Future<Output = Result<Self::State, StoreError>> + Send;
 
@@ -209,7 +212,13 @@ impl<B: Behavior> Actor for EntityActor<B> {
                     .instrument(tracing::info_span!(parent: &span, "storage", op = "load")),
             )
             .await;
-            crate::persist::record_storage(B::KIND.as_str(), "load", started, loaded.is_ok());
+            crate::persist::record_storage(
+                B::KIND.as_str(),
+                B::backend(&self.ctx),
+                "load",
+                started,
+                loaded.is_ok(),
+            );
             let mut loaded = match loaded {
                 Ok(loaded) => loaded,
                 Err(e) => {

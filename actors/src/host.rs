@@ -113,6 +113,14 @@ pub async fn serve<B: Behavior>(
                 Ok(rx) => {
                     let answer = await_reply(rx).await;
                     let lapsed = !guard.holds(partition);
+                    count_command(
+                        B::KIND.as_str(),
+                        match &answer {
+                            Answer::Reply(_) => "answered",
+                            Answer::Dropped => "failed",
+                            Answer::Late => "late",
+                        },
+                    );
                     match answer {
                         // Refused because the lease lapsed while the command waited or
                         // ran: nothing was written here; the new owner serves the resend
@@ -151,8 +159,14 @@ pub async fn serve<B: Behavior>(
                         }
                     }
                 }
-                Err(Refusal::Moving(body)) => moving(&nats, reply_to, body).await,
-                Err(Refusal::Error(body)) => nats.publish(reply_to, body).await,
+                Err(Refusal::Moving(body)) => {
+                    count_command(B::KIND.as_str(), "moving");
+                    moving(&nats, reply_to, body).await
+                }
+                Err(Refusal::Error(body)) => {
+                    count_command(B::KIND.as_str(), "refused");
+                    nats.publish(reply_to, body).await
+                }
             };
             if let Err(e) = sent {
                 tracing::warn!(error = %e, %request_id, "reply not sent");
@@ -176,6 +190,15 @@ fn is_unavailable(body: &Bytes) -> bool {
         codec::decode::<cartwheel_bus::messages::Reply<serde::de::IgnoredAny>>(body),
         Ok(Err(e)) if e.code == cartwheel_domain::ErrorCode::Unavailable
     )
+}
+
+/// Counts one command in `cartwheel_commands_total` by kind and what came of it:
+/// `answered` (the actor's reply, a success or a typed error), `moving` (not held here:
+/// the requester resends), `refused` (malformed, or the node is stopping), `failed` (the
+/// actor went away) or `late` (no answer in time).
+fn count_command(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("cartwheel_commands_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
 }
 
 /// What came of a routed command.

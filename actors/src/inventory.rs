@@ -244,6 +244,10 @@ impl Behavior for InventoryBehavior {
     type Internal = ();
     const KIND: EntityKind = EntityKind::Inventory;
 
+    fn backend(ctx: &Ctx) -> &'static str {
+        ctx.stores.inventory.backend()
+    }
+
     async fn load(ctx: &Ctx, sku: &str) -> Result<InventoryState, StoreError> {
         let (product, inventory) = tokio::try_join!(
             ctx.stores.products.load(sku),

@@ -9,7 +9,7 @@
 use crate::catalog::Catalog;
 use crate::ctx::Ctx;
 use crate::partition::KindStats;
-use crate::placement::{LeaseGuard, Placement};
+use crate::placement::{LeaseGuard, Placement, PlacementState};
 use crate::query;
 use cartwheel_bus::events::{self, StreamSettings};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ pub struct Node {
     placement: JoinHandle<()>,
     queries: JoinHandle<()>,
     stats: KindStats,
+    placement_state: Arc<PlacementState>,
 }
 
 impl std::fmt::Debug for Node {
@@ -67,8 +68,15 @@ impl Node {
         let limiter = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
         let stats = KindStats::default();
 
-        let placement =
-            Placement::new(ctx.clone(), stats.clone(), limiter, streams.replicas).await?;
+        let placement_state = Arc::new(PlacementState::default());
+        let placement = Placement::new(
+            ctx.clone(),
+            stats.clone(),
+            limiter,
+            streams.replicas,
+            placement_state.clone(),
+        )
+        .await?;
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let placement = tokio::spawn(placement.run(shutdown.clone(), first_tx));
         let _ = first_rx.await;
@@ -95,7 +103,14 @@ impl Node {
             placement,
             queries,
             stats,
+            placement_state,
         })
+    }
+
+    /// What the placement loop reports: whether the node holds exactly its share, and
+    /// how many partitions it holds.
+    pub fn placement(&self) -> &Arc<PlacementState> {
+        &self.placement_state
     }
 
     /// Actor counters by kind.

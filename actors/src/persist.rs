@@ -179,7 +179,7 @@ async fn store_record<T: Clone + PartialEq + Send + Sync + 'static>(
             None => write.await,
             Some(left) => within(left, write).await,
         };
-        record_storage(&kind, op, started, written.is_ok());
+        record_storage(&kind, store.backend(), op, started, written.is_ok());
         let error = match written {
             Ok(revision) => return Ok(revision),
             Err(StoreError::Unavailable(m)) => m,
@@ -222,11 +222,18 @@ async fn within<R>(
 }
 
 /// Records one storage call in `cartwheel_storage_duration_seconds` (by entity kind,
-/// operation and outcome).
-pub fn record_storage(kind: &str, op: &'static str, started: std::time::Instant, ok: bool) {
+/// backend, operation and outcome).
+pub fn record_storage(
+    kind: &str,
+    backend: &'static str,
+    op: &'static str,
+    started: std::time::Instant,
+    ok: bool,
+) {
     metrics::histogram!(
         "cartwheel_storage_duration_seconds",
         "kind" => kind.to_owned(),
+        "backend" => backend,
         "op" => op,
         "outcome" => if ok { "ok" } else { "error" },
     )
@@ -321,6 +328,11 @@ impl Outboxes {
     /// How many entities have events waiting.
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// How many events wait, over every entity.
+    pub fn events(&self) -> usize {
+        self.lock().values().map(|p| p.events.len()).sum()
     }
 
     /// Whether no entity has events waiting.

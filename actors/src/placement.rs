@@ -191,6 +191,34 @@ fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the placement loop tells the rest of the process (probes, metrics).
+#[derive(Debug, Default)]
+pub struct PlacementState {
+    /// The node serves what the assignment gives it, no more and no less, on a settled
+    /// live set (readiness: a drain waits until this is true again).
+    settled: std::sync::atomic::AtomicBool,
+    /// Partitions held now.
+    held: AtomicU64,
+}
+
+impl PlacementState {
+    /// Whether the node holds exactly its share of a settled live set.
+    pub fn settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Partitions held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts partitions that changed hands here in `cartwheel_partition_moves_total`:
+/// `acquired`, `handed_over` (graceful), `lost` (a lease that lapsed or was taken).
+fn count_moves(change: &'static str, n: usize) {
+    metrics::counter!("cartwheel_partition_moves_total", "change" => change).increment(n as u64);
+}
+
 /// The placement loop of one node.
 pub struct Placement {
     ctx: Ctx,
@@ -221,6 +249,8 @@ pub struct Placement {
     /// promises are those seen within two TTLs, so a live set read during an outage
     /// (keys aged out, a set of one) does not shrink the promise round to nobody.
     seen: BTreeMap<String, Instant>,
+    /// What the loop reports.
+    state: Arc<PlacementState>,
 }
 
 /// What can go wrong setting placement up.
@@ -256,6 +286,7 @@ impl Placement {
         stats: KindStats,
         limiter: Arc<Semaphore>,
         replicas: usize,
+        state: Arc<PlacementState>,
     ) -> Result<Placement, PlacementError> {
         let ttl = ctx.settings.lease_ttl;
         let nodes = bucket(&ctx.js, ctx.names().nodes_bucket(), ttl, replicas).await?;
@@ -277,6 +308,7 @@ impl Placement {
             last_live: None,
             handovers: Vec::new(),
             seen: BTreeMap::new(),
+            state,
         })
     }
 
@@ -600,6 +632,7 @@ impl Placement {
         self.ctx.guard.revoke(p);
         if let Some(h) = self.held.remove(&p) {
             h.runtime.abort();
+            count_moves("lost", 1);
         }
     }
 
@@ -813,6 +846,7 @@ impl Placement {
             .filter(|(owner, _)| *owner == Some(me.as_str()))
             .map(|(_, p)| p)
             .collect();
+        let desired_now = desired.clone();
         let to_release: Vec<u32> = self
             .held
             .keys()
@@ -825,6 +859,7 @@ impl Placement {
         // (the balance repair), and they would move back a tick later.
         if !to_release.is_empty() && settled {
             tracing::info!(partitions = ?to_release, "handing partitions over");
+            count_moves("handed_over", to_release.len());
             let handover = self.release_all(to_release);
             self.handovers.retain(|h| !h.is_finished());
             self.handovers.push(handover);
@@ -849,6 +884,7 @@ impl Placement {
             }
         }
         if !acquired.is_empty() {
+            count_moves("acquired", acquired.len());
             tracing::info!(
                 count = acquired.len(),
                 held = self.held.len(),
@@ -856,18 +892,29 @@ impl Placement {
             );
             self.heartbeat().await;
         }
+        let exactly_its_share = desired_now.len() == self.held.len()
+            && desired_now.iter().all(|p| self.held.contains_key(p));
+        self.state
+            .settled
+            .store(settled && exactly_its_share, Ordering::Release);
+        self.state
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
         acquired
     }
 
     /// Hands every partition over and leaves the cluster (graceful stop).
     pub async fn leave(mut self) {
         // Leave membership first so the others compute us out and wait for our leases.
+        self.state.settled.store(false, Ordering::Release);
         let _ = self.nodes.delete(self.node_id()).await;
         let all = self.held();
+        count_moves("handed_over", all.len());
         let _ = self.release_all(all).await;
         for h in std::mem::take(&mut self.handovers) {
             let _ = h.await;
         }
+        self.state.held.store(0, Ordering::Relaxed);
     }
 
     /// Runs until `shutdown`, then leaves. `first_round` is signalled after the first

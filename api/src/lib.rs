@@ -164,6 +164,8 @@ impl Edge {
         EdgeError,
     > {
         let addr = self.state.config().http_addr;
+        // At zero from the start, so dashboards and alerts find the series.
+        ::metrics::gauge!("cartwheel_ws_connections").increment(0.0);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| EdgeError::Bind { addr, source })?;

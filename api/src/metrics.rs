@@ -137,6 +137,15 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     res
 }
 
+/// Keeps `cartwheel_nats_connected` (1 while `client` is connected to a server, else 0)
+/// current at every scrape.
+pub fn watch_nats(client: async_nats::Client) {
+    Metrics::global().add_collector(move || {
+        let up = client.connection_state() == async_nats::connection::State::Connected;
+        metrics::gauge!("cartwheel_nats_connected").set(if up { 1.0 } else { 0.0 });
+    });
+}
+
 /// Whether a process without an edge (a node) can serve: `Ok`, or why not.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 

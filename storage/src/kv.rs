@@ -245,6 +245,10 @@ where
         self.write(id, encode(record)?, expected).await
     }
 
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         let keys = scan::latest(&self.kv, &self.client, scan::Payload::KeysOnly, |_| true).await?;
         Ok(keys.into_keys().collect())

@@ -165,6 +165,9 @@ pub trait EntityStore<T>: Send + Sync + 'static {
 
     /// Every id in the store (for recovery sweeps and small scans).
     async fn ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The backend's name, for metrics: `nats`, `mongodb`, `redis` or `memory`.
+    fn backend(&self) -> &'static str;
 }
 
 /// Product lists: by category and/or active flag, ordered by sku, cursor-paginated.

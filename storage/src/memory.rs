@@ -78,6 +78,10 @@ impl<T: Clone + Send + Sync + 'static> EntityStore<T> for MemoryStore<T> {
         }
     }
 
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.lock()?.keys().cloned().collect())
     }

@@ -380,6 +380,10 @@ impl<T: MongoEntity> EntityStore<T> for MongoStore<T> {
         Ok(next)
     }
 
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         let docs: Vec<Document> = self
             .call("listing", "*", async {

@@ -454,6 +454,10 @@ where
         }
     }
 
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         self.scan_ids().await
     }

@@ -259,6 +259,10 @@ impl Behavior for OrderBehavior {
     type Internal = OrderInternal;
     const KIND: EntityKind = EntityKind::Order;
 
+    fn backend(ctx: &Ctx) -> &'static str {
+        ctx.stores.orders.backend()
+    }
+
     async fn load(ctx: &Ctx, id: &str) -> Result<OrderState, StoreError> {
         Ok(OrderState {
             current: ctx.stores.orders.load(id).await?,

@@ -52,6 +52,7 @@ async fn for_each_line(
 
 /// Runs the current step again after the backoff delay, doubling it up to `MAX_RETRY`.
 fn retry_later(me: &ActorRef<EntityMsg<OrderBehavior>>, state: &mut OrderState) {
+    metrics::counter!("cartwheel_saga_step_retries_total").increment(1);
     let delay = state.retry_delay;
     state.retry_delay = (delay * 2).min(MAX_RETRY);
     me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
