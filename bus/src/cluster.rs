@@ -11,7 +11,7 @@ use cartwheel_domain::Timestamp;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a node says about itself in its heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,21 +130,44 @@ async fn bucket(js: &jetstream::Context, name: String) -> Option<kv::Store> {
     js.get_key_value(name).await.ok()
 }
 
+/// How long one read of the cluster's state may take: an operator's view (and a probe's)
+/// answers "unavailable" rather than hanging while a server or a bucket's leader is away.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `read`, or a `nats` error naming `what` after [`READ_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    read: impl Future<Output = Result<T, BusError>>,
+) -> Result<T, BusError> {
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BusError::Nats(format!(
+                "{what}: no answer within {} s",
+                READ_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 async fn entries(store: &kv::Store) -> Result<Vec<kv::Entry>, BusError> {
     let mut keys = store
         .keys()
         .await
         .map_err(|e| BusError::Nats(format!("list keys: {e}")))?;
-    let mut out = Vec::new();
+    let mut names = Vec::new();
     while let Some(k) = keys.next().await {
-        let Ok(k) = k else { continue };
-        if let Ok(Some(e)) = store.entry(k).await
-            && e.operation == kv::Operation::Put
-        {
-            out.push(e);
+        if let Ok(k) = k {
+            names.push(k);
         }
     }
-    Ok(out)
+    // The entries at once (a lease bucket has one per partition), not one round trip
+    // after the other.
+    let got = futures::future::join_all(names.into_iter().map(|k| store.entry(k))).await;
+    Ok(got
+        .into_iter()
+        .filter_map(|e| e.ok().flatten())
+        .filter(|e| e.operation == kv::Operation::Put)
+        .collect())
 }
 
 /// Reads every lease: partition → (node id, age in ms).
@@ -191,7 +214,10 @@ pub async fn status(
     names: &Names,
     partitions: u32,
 ) -> Result<ClusterStatus, BusError> {
-    let (leases, nodes) = tokio::try_join!(leases(js, names), nodes(js, names))?;
+    let (leases, nodes) = bounded("reading the cluster's leases and nodes", async {
+        tokio::try_join!(leases(js, names), nodes(js, names))
+    })
+    .await?;
     let now = now_ms();
     let nodes = nodes
         .into_iter()
@@ -238,16 +264,19 @@ pub async fn locate(
     id: &str,
 ) -> Result<Location, BusError> {
     let p = partition(id, partitions);
-    let node = match bucket(js, names.leases_bucket()).await {
-        Some(store) => match store.entry(names.lease_key(p)).await {
-            Ok(Some(e)) if e.operation == kv::Operation::Put => {
-                Some(String::from_utf8_lossy(&e.value).into_owned())
-            }
-            Ok(_) => None,
-            Err(e) => return Err(BusError::Nats(format!("read lease: {e}"))),
-        },
-        None => None,
-    };
+    let node = bounded("reading a lease", async {
+        Ok(match bucket(js, names.leases_bucket()).await {
+            Some(store) => match store.entry(names.lease_key(p)).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                    Some(String::from_utf8_lossy(&e.value).into_owned())
+                }
+                Ok(_) => None,
+                Err(e) => return Err(BusError::Nats(format!("read lease: {e}"))),
+            },
+            None => None,
+        })
+    })
+    .await?;
     Ok(Location {
         kind: kind.as_str().to_owned(),
         id: id.to_owned(),
