@@ -186,7 +186,8 @@ def check_common(docs, where, values):
         check(data["nats-url"] == values.get("nats", {}).get("url", "nats://nats:4222"), f"{where}: nats-url in the Secret")
         store = values.get("storage", {}).get("store", "nats")
         check(data.get("store", "nats") == store, f"{where}: store in the Secret")
-        if values.get("auth", {}).get("mode", "jwt") == "jwt" and not values.get("auth", {}).get("jwt", {}).get("publicKey"):
+        jwt = values.get("auth", {}).get("jwt", {})
+        if values.get("auth", {}).get("mode", "jwt") == "jwt" and not (jwt.get("publicKey") or jwt.get("jwksUrl")):
             check(len(data.get("jwt-hs256-secret", "")) >= 32, f"{where}: an HS256 secret of 32+ characters")
     # Edge: autoscaled or fixed, and never a zero-capacity rollout.
     hpas = by_kind(docs, "HorizontalPodAutoscaler", "edge")
@@ -210,7 +211,7 @@ def check_chart():
     from helm_python import chart
 
     sets = sorted((CHART / "ci").glob("*-values.yaml"))
-    check(len(sets) >= 4, f"four value sets or more, found {len(sets)}")
+    check(len(sets) >= 5, f"five value sets or more, found {len(sets)}")
     for path in sets:
         where = path.name
         values = yaml.safe_load(path.read_text()) or {}
@@ -229,16 +230,26 @@ def check_chart():
             continue
         node_env, edge_env, edge_pod = got
         auth = values.get("auth", {})
-        if auth.get("jwt", {}).get("publicKey"):
+        jwt = auth.get("jwt", {})
+        secrets = by_kind(docs, "Secret")
+        secret_keys = set(secrets[0].get("stringData", {})) if secrets else set()
+        if jwt.get("jwksUrl"):
+            check(edge_env["CARTWHEEL_JWT_JWKS_URL"]["value"] == jwt["jwksUrl"], f"{where}: JWKS URL")
+            # No HS256 secret beside a provider's keys (it would be a second way in).
+            check("CARTWHEEL_JWT_HS256_SECRET" not in edge_env, f"{where}: no HS256 secret beside a JWKS")
+            check("jwt-hs256-secret" not in secret_keys, f"{where}: no generated HS256 secret beside a JWKS")
+            check(from_secret(edge_env, "CARTWHEEL_RATE_LIMIT_REDIS", "rate-limit-redis"), f"{where}: shared rate limits from the Secret")
+            check(len(by_kind(docs, "ServiceMonitor")) == 2, f"{where}: ServiceMonitors for edge and nodes")
+        if jwt.get("publicKey"):
             check(edge_env["CARTWHEEL_JWT_PUBLIC_KEY_FILE"]["value"] == "/etc/cartwheel/jwt/public.pem", f"{where}: public key file")
             vols = {v["name"]: v for v in edge_pod["spec"].get("volumes", [])}
             check(vols.get("jwt", {}).get("secret", {}).get("items", [{}])[0].get("key") == "jwt-public-key.pem", f"{where}: public key from the Secret")
             check("CARTWHEEL_JWT_HS256_SECRET" not in edge_env, f"{where}: no HS256 secret beside a public key")
-            check(edge_env["CARTWHEEL_JWT_ISSUER"]["value"] == auth["jwt"]["issuer"], f"{where}: issuer")
-            check(edge_env["CARTWHEEL_JWT_AUDIENCE"]["value"] == auth["jwt"]["audience"], f"{where}: audience")
-            check(from_secret(edge_env, "CARTWHEEL_RATE_LIMIT_REDIS", "rate-limit-redis"), f"{where}: shared rate limits from the Secret")
-            check(len(by_kind(docs, "ServiceMonitor")) == 2, f"{where}: ServiceMonitors for edge and nodes")
-        elif auth.get("mode", "jwt") == "jwt":
+        if jwt.get("issuer"):
+            check(edge_env["CARTWHEEL_JWT_ISSUER"]["value"] == jwt["issuer"], f"{where}: issuer")
+        if jwt.get("audience"):
+            check(edge_env["CARTWHEEL_JWT_AUDIENCE"]["value"] == jwt["audience"], f"{where}: audience")
+        if auth.get("mode", "jwt") == "jwt" and not (jwt.get("jwksUrl") or jwt.get("publicKey")):
             check(from_secret(edge_env, "CARTWHEEL_JWT_HS256_SECRET", "jwt-hs256-secret"), f"{where}: HS256 secret from the Secret")
         check(edge_env["CARTWHEEL_AUTH"]["value"] == auth.get("mode", "jwt"), f"{where}: auth mode")
 
@@ -250,6 +261,7 @@ def check_chart():
         ({"storage": {"replicas": 2}}, "an even replica count"),
         ({"edge": {"prot": 8080}}, "an unknown key"),
         ({"nats": {"url": "http://nats:4222"}}, "a NATS URL that is not nats://"),
+        ({"auth": {"mode": "jwt", "jwt": {"jwksUrl": "id.example.com/certs"}}}, "a JWKS URL that is not http(s)"),
     ]:
         try:
             render(bad)

@@ -171,6 +171,11 @@ pub struct EdgeOpts {
     /// PEM public key file: RSA (RS256) or EC P-256 (ES256).
     #[arg(long, env = "CARTWHEEL_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// JWKS URL of an OpenID Connect provider (its `jwks_uri`): users' keys by `kid`,
+    /// RS256, ES256 or EdDSA by key type; fetched at start, refreshed on an unknown `kid`
+    /// (at most every 10 s) and every 15 min, the last good set kept when a fetch fails.
+    #[arg(long, env = "CARTWHEEL_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
     /// Required `iss` claim.
     #[arg(long, env = "CARTWHEEL_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,

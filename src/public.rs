@@ -49,8 +49,9 @@ pub async fn edge_config(
         (Some(mode), _) => mode,
         (None, Process::Up) => AuthMode::Off,
         (None, Process::Edge) => bail!(
-            "CARTWHEEL_AUTH is not set: choose `jwt` (with CARTWHEEL_JWT_HS256_SECRET or \
-             CARTWHEEL_JWT_PUBLIC_KEY_FILE) for real traffic, or `off` for development only"
+            "CARTWHEEL_AUTH is not set: choose `jwt` (with CARTWHEEL_JWT_JWKS_URL, \
+             CARTWHEEL_JWT_PUBLIC_KEY_FILE or CARTWHEEL_JWT_HS256_SECRET) for real traffic, \
+             or `off` for development only"
         ),
     };
     let auth = match auth {
@@ -68,9 +69,20 @@ pub async fn edge_config(
                 ),
                 None => None,
             };
+            let jwks = match &opts.jwt_jwks_url {
+                Some(url) => Some(
+                    cartwheel_api::jwks::Jwks::start(
+                        url,
+                        cartwheel_api::jwks::JwksTiming::default(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
             let verifier = JwtVerifier::new(&JwtSettings {
                 hs256_secret: opts.jwt_hs256_secret.clone(),
                 public_key_pem,
+                jwks,
                 issuer: opts.jwt_issuer.clone(),
                 audience: opts.jwt_audience.clone(),
                 leeway: Duration::from_secs(opts.jwt_leeway_secs),

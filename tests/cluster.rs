@@ -294,21 +294,23 @@ async fn contended_checkouts(kill_owner: bool) -> anyhow::Result<()> {
                 p.child.kill9()?;
             }
             let killed_at = Instant::now();
-            // Failover: until a survivor holds the sku's partition and answers for it.
-            wait_for("sku served again", WAIT, || async {
+            // Failover: until a survivor holds the sku's lease. (Not until a read of the
+            // sku answers: a read waits in the sku's mailbox behind hundreds of queued
+            // reservations, which on a loaded machine takes longer than any failover.
+            // The invariants below read it once the run is over.)
+            wait_for("a survivor to take the sku's partition", WAIT, || async {
                 owner_of(&api, "inventory", "HOT")
                     .await
                     .ok()
                     .flatten()
                     .is_some_and(|o| o != victim)
-                    && matches!(api.get("/inventory/HOT").await, Ok((200, _)))
             })
             .await?;
             Ok::<_, anyhow::Error>(killed_at.elapsed())
         };
         let (results, failover) = tokio::join!(run, killer);
         eprintln!(
-            "failover of {victim}: sku served again after {:?}",
+            "failover of {victim}: a survivor holds the sku after {:?}",
             failover?
         );
         results?

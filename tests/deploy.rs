@@ -55,6 +55,7 @@ fn the_chart_the_rules_and_the_dashboard_validate() -> anyhow::Result<()> {
     for set in [
         "default-values.yaml",
         "auth-values.yaml",
+        "public-key-values.yaml",
         "stores-values.yaml",
         "three-nodes-values.yaml",
     ] {

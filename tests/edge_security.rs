@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -642,5 +643,102 @@ async fn edge_needs_an_explicit_auth_choice_and_up_says_it_is_open() -> anyhow::
         log.contains("CARTWHEEL_AUTH=off: DEVELOPMENT MODE"),
         "{log}"
     );
+    Ok(())
+}
+
+/// A stand-in identity provider: its JWKS (`/certs`) with the RSA fixture key as `kid`
+/// "idp-1", and the number of times it was fetched.
+async fn identity_provider() -> anyhow::Result<(String, Arc<std::sync::atomic::AtomicU32>)> {
+    let pem = std::fs::read(fixture("rsa_private.pem"))?;
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
+        &EncodingKey::from_rsa_pem(&pem)?,
+        Algorithm::RS256,
+    )?;
+    jwk.common.key_id = Some("idp-1".into());
+    let body = json!({"keys": [jwk]});
+    let hits = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get({
+            let hits = hits.clone();
+            move || {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = body.clone();
+                async move { axum::Json(body) }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/certs", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, hits))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_tokens_verify_against_the_identity_providers_jwks() -> anyhow::Result<()> {
+    let (jwks_url, hits) = identity_provider().await?;
+    let dir = tempfile::tempdir()?;
+    let edge = Proc::up(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("CARTWHEEL_AUTH", "jwt"),
+            ("CARTWHEEL_JWT_JWKS_URL", jwks_url.as_str()),
+            ("CARTWHEEL_JWT_ISSUER", ISSUER),
+            ("CARTWHEEL_JWT_AUDIENCE", AUDIENCE),
+        ],
+    )
+    .await?;
+    let base = edge.api().base;
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched at start"
+    );
+    let with_kid = |claims: &Value, kid: &str| {
+        let pem = std::fs::read(fixture("rsa_private.pem")).unwrap_or_default();
+        let key =
+            EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|_| EncodingKey::from_secret(b"x"));
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        encode(&header, claims, &key).unwrap_or_default()
+    };
+    // The provider's key verifies a user's token: the user gets a cart of their own.
+    let alice = with_kid(&claims("alice", &[]), "idp-1");
+    let r = call(&base, Method::POST, "/carts", Some(&alice), Some(json!({}))).await?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["user_id"], "alice");
+    // A kid the provider does not have, or a key it did not sign with: 401.
+    let unknown = with_kid(&claims("alice", &[]), "idp-9");
+    let r = call(
+        &base,
+        Method::POST,
+        "/carts",
+        Some(&unknown),
+        Some(json!({})),
+    )
+    .await?;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let forged = {
+        let pem = std::fs::read(fixture("rsa_other_private.pem"))?;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("idp-1".into());
+        encode(
+            &header,
+            &claims("alice", &[]),
+            &EncodingKey::from_rsa_pem(&pem)?,
+        )?
+    };
+    let r = call(
+        &base,
+        Method::POST,
+        "/carts",
+        Some(&forged),
+        Some(json!({})),
+    )
+    .await?;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The unknown kid was looked up at most once more (a refresh is rate-limited).
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 2);
     Ok(())
 }

@@ -65,13 +65,17 @@ pub struct JwtSettings {
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Keys of an OpenID Connect provider, by `kid` (`CARTWHEEL_JWT_JWKS_URL`).
+    pub jwks: Option<Arc<crate::jwks::Jwks>>,
 }
 
 /// Why the JWT settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    /// Neither a secret nor a public key.
-    #[error("JWT auth needs CARTWHEEL_JWT_HS256_SECRET or CARTWHEEL_JWT_PUBLIC_KEY_FILE (or both)")]
+    /// Neither a secret, a public key nor a JWKS.
+    #[error(
+        "JWT auth needs CARTWHEEL_JWT_JWKS_URL, CARTWHEEL_JWT_PUBLIC_KEY_FILE or CARTWHEEL_JWT_HS256_SECRET"
+    )]
     NoKey,
     /// The secret is too short to be a secret.
     #[error("CARTWHEEL_JWT_HS256_SECRET must be at least 32 bytes")]
@@ -85,6 +89,10 @@ pub enum AuthSetupError {
 pub struct JwtVerifier {
     /// One (algorithm, key, rules) per accepted algorithm.
     keys: Vec<(Algorithm, DecodingKey, Validation)>,
+    /// A provider's keys: a token with a `kid` is checked against that key alone.
+    jwks: Option<Arc<crate::jwks::Jwks>>,
+    /// Issuer, audience and leeway, for the rules of JWKS keys.
+    settings: JwtSettings,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -92,6 +100,7 @@ impl std::fmt::Debug for JwtVerifier {
         let algs: Vec<_> = self.keys.iter().map(|(a, _, _)| *a).collect();
         f.debug_struct("JwtVerifier")
             .field("algorithms", &algs)
+            .field("jwks", &self.jwks)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +134,8 @@ pub enum Refusal {
     Invalid,
     /// `sub` is not a valid user id.
     Subject,
+    /// A `kid` the provider's key set does not have (also after a refresh).
+    UnknownKey,
 }
 
 impl Refusal {
@@ -135,6 +146,7 @@ impl Refusal {
             Refusal::Algorithm => "algorithm",
             Refusal::Invalid => "invalid",
             Refusal::Subject => "subject",
+            Refusal::UnknownKey => "unknown_key",
         }
     }
 }
@@ -161,17 +173,45 @@ impl JwtVerifier {
                 return Err(AuthSetupError::BadPublicKey);
             }
         }
-        if keys.is_empty() {
+        if keys.is_empty() && s.jwks.is_none() {
             return Err(AuthSetupError::NoKey);
         }
         let keys = keys
             .into_iter()
             .map(|(alg, key)| (alg, key, validation(alg, s)))
             .collect();
-        Ok(JwtVerifier { keys })
+        let settings = JwtSettings {
+            hs256_secret: None,
+            public_key_pem: None,
+            ..s.clone()
+        };
+        Ok(JwtVerifier {
+            keys,
+            jwks: s.jwks.clone(),
+            settings,
+        })
     }
 
-    /// Verifies a token and returns who it names.
+    /// Verifies a token and returns who it names, with the provider's keys too: a token
+    /// whose header names a `kid` is checked against that key of the JWKS alone (fetched
+    /// again if it is unknown), and must name the key's algorithm; others against the
+    /// configured secret or public key.
+    pub async fn verify_token(&self, token: &str) -> Result<User, Refusal> {
+        if let Some(jwks) = &self.jwks {
+            let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
+            if let Some(kid) = header.kid.as_deref() {
+                let k = jwks.key(kid).await.ok_or(Refusal::UnknownKey)?;
+                if header.alg != k.alg {
+                    return Err(Refusal::Algorithm);
+                }
+                return claims(token, &k.key, &validation(k.alg, &self.settings));
+            }
+        }
+        self.verify(token)
+    }
+
+    /// Verifies a token against the configured secret or public key (not the JWKS) and
+    /// returns who it names.
     pub fn verify(&self, token: &str) -> Result<User, Refusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
         let (_, key, rules) = self
@@ -179,17 +219,22 @@ impl JwtVerifier {
             .iter()
             .find(|(alg, _, _)| *alg == header.alg)
             .ok_or(Refusal::Algorithm)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, rules).map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            Refusal::Invalid
-        })?;
-        let claims = data.claims;
-        validate::id("sub", &claims.sub).map_err(|_| Refusal::Subject)?;
-        Ok(User {
-            admin: claims.roles.iter().any(|r| r == ADMIN_ROLE),
-            id: claims.sub,
-        })
+        claims(token, key, rules)
     }
+}
+
+/// Decodes and checks a token with one key and its rules.
+fn claims(token: &str, key: &DecodingKey, rules: &Validation) -> Result<User, Refusal> {
+    let data = jsonwebtoken::decode::<Claims>(token, key, rules).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        Refusal::Invalid
+    })?;
+    let claims = data.claims;
+    validate::id("sub", &claims.sub).map_err(|_| Refusal::Subject)?;
+    Ok(User {
+        admin: claims.roles.iter().any(|r| r == ADMIN_ROLE),
+        id: claims.sub,
+    })
 }
 
 /// The rules for tokens of one algorithm.
@@ -326,7 +371,7 @@ pub(crate) async fn authenticate(auth: Auth, mut req: Request, next: Next) -> Re
         Auth::Off => Caller::Open,
         Auth::Jwt(verifier) => match bearer(&req) {
             Ok(None) => Caller::Anonymous,
-            Ok(Some(token)) => match verifier.verify(&token) {
+            Ok(Some(token)) => match verifier.verify_token(&token).await {
                 Ok(user) => Caller::User(user),
                 Err(reason) => return refuse(reason),
             },

@@ -23,6 +23,7 @@ mod access;
 pub mod auth;
 mod error;
 mod extract;
+pub mod jwks;
 pub mod limits;
 pub mod metrics;
 mod middleware;

@@ -41,6 +41,13 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default (include "cartwheel.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
+{{/* Whether the edge verifies HS256 tokens: a secret given, or no other key. */}}
+{{- define "cartwheel.hs256" -}}
+{{- if eq .Values.auth.mode "jwt" -}}
+{{- if or .Values.secrets.jwtHs256Secret (not (or .Values.auth.jwt.jwksUrl .Values.auth.jwt.publicKey)) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Whether the edge verifies tokens with a public key file (from the Secret). */}}
 {{- define "cartwheel.jwtPublicKey" -}}
 {{- if and (eq .Values.auth.mode "jwt") .Values.auth.jwt.publicKey -}}true{{- end -}}
