@@ -13,7 +13,8 @@
   queries.
 
 `deploy/check.py metric-names` prints every cartwheel_* series the dashboard and the
-alert rules use (tests/deploy.rs checks them against a real scrape).
+alert rules use (tests/deploy.rs checks them against a real scrape); `env-names` every
+variable the chart sets, by subcommand (checked against the binary's --help).
 
 Needs the venv of `scripts/setup --test` (helm-python-sdk, kubernetes-validate, PyYAML)
 and promtool on PATH.
@@ -198,6 +199,9 @@ def check_common(docs, where, values):
     else:
         check(not hpas, f"{where}: no HPA when autoscaling is off")
     check(edge["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, f"{where}: edge rollout keeps capacity")
+    # The rate is always explicit (unset, the edge would apply its own default).
+    want_rps = str(values.get("edge", {}).get("rateLimit", {}).get("rps", 20))
+    check(edge_env.get("CARTWHEEL_RATE_LIMIT_RPS", {}).get("value") == want_rps, f"{where}: rate limit {want_rps}/s")
     check(edge_c["lifecycle"]["preStop"]["sleep"]["seconds"] >= 1, f"{where}: edge waits for load balancers on SIGTERM")
     # Every Service selects pods that exist.
     pod_labels = [node_pod["metadata"]["labels"], edge_pod["metadata"]["labels"]]
@@ -309,9 +313,25 @@ def check_grafana():
     print(f"grafana: {n} panels checked")
 
 
+def env_names():
+    """`<subcommand> <NAME>` for every variable the chart sets, over every value set."""
+    out = set()
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        docs = render(yaml.safe_load(path.read_text()) or {})
+        for kind, component in (("StatefulSet", "node"), ("Deployment", "edge")):
+            for d in by_kind(docs, kind, component):
+                c = d["spec"]["template"]["spec"]["containers"][0]
+                for e in c.get("env", []):
+                    out.add(f"{c['args'][0]} {e['name']}")
+    return sorted(out)
+
+
 def main():
     if sys.argv[1:] == ["metric-names"]:
         print("\n".join(metric_names()))
+        return 0
+    if sys.argv[1:] == ["env-names"]:
+        print("\n".join(env_names()))
         return 0
     check_chart()
     check_prometheus()

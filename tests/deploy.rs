@@ -69,6 +69,33 @@ fn the_chart_the_rules_and_the_dashboard_validate() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_chart_sets_only_variables_the_binary_reads() -> anyhow::Result<()> {
+    let out = check_py(&["env-names"])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = String::from_utf8(out.stdout)?;
+    let mut checked = 0;
+    for line in names.lines() {
+        let (sub, name) = line.split_once(' ').context("`<subcommand> <NAME>`")?;
+        let help = Command::new(env!("CARGO_BIN_EXE_cartwheel"))
+            .args([sub, "--help"])
+            .output()?;
+        let help = String::from_utf8_lossy(&help.stdout);
+        // `[env: NAME=value]`, or `[env: NAME]` when values are hidden.
+        assert!(
+            help.contains(&format!("[env: {name}=")) || help.contains(&format!("[env: {name}]")),
+            "the chart sets {name} for `cartwheel {sub}`, which does not read it"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 25, "too few variables found: {names}");
+    Ok(())
+}
+
 /// Series names in a Prometheus text scrape (`name{…} value` / `name value`).
 fn series(text: &str) -> BTreeSet<String> {
     text.lines()
