@@ -64,6 +64,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// How a process authenticates to NATS and secures the connection (the names follow the
+/// `nats` CLI's). At most one identity: a `.creds` file, an NKey seed, a user and
+/// password, or a token.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsAuthArgs {
+    /// A `.creds` file (decentralised JWT auth: the user JWT and its NKey seed).
+    #[arg(long, env = "CARTWHEEL_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an NKey user seed (`SU…`).
+    #[arg(long, env = "CARTWHEEL_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// User name (with `--nats-password`).
+    #[arg(long, env = "CARTWHEEL_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password of `--nats-user`.
+    #[arg(long, env = "CARTWHEEL_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Authentication token.
+    #[arg(long, env = "CARTWHEEL_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// PEM CA certificate(s) to verify the servers with; requires TLS.
+    #[arg(long, env = "CARTWHEEL_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (mTLS), with `--nats-tls-key`.
+    #[arg(long, env = "CARTWHEEL_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(long, env = "CARTWHEEL_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
 /// Settings every process shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -87,6 +118,9 @@ pub struct CommonArgs {
     /// no export (trace ids still travel and appear in the logs).
     #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
 }
 
 /// How the edge authenticates callers.
@@ -241,6 +275,9 @@ pub struct UpArgs {
     /// OTLP/HTTP collector to export traces to; unset: no export.
     #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// NATS credentials and TLS (for `--nats-url`; the private server needs none).
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
     /// Node settings.
     #[command(flatten)]
     pub node: NodeOpts,

@@ -2,7 +2,7 @@
 //! SIGTERM, then stop in order — edge (stop accepting, finish requests), node (drain
 //! subscriptions, finish commands), NATS client (flush, drain), private nats-server.
 
-use crate::config::{CommonArgs, EdgeArgs, NodeArgs, NodeOpts, UpArgs};
+use crate::config::{CommonArgs, EdgeArgs, NatsAuthArgs, NodeArgs, NodeOpts, UpArgs};
 use crate::nats_child::NatsChild;
 use crate::public::{NodeExtras, Process, edge_config};
 use anyhow::{Context, bail};
@@ -28,7 +28,102 @@ const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to NATS (`url` may list several servers, comma-separated). Retries for up to
 /// 30 s so processes may start before their NATS server, then fails with a clear error.
-async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+/// Whether a connect error is a TLS handshake that failed on a certificate (unknown
+/// issuer, a client certificate the server wants): it comes wrapped in an I/O error.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The `user:password` (or a lone token) of the first URL that has one.
+fn url_credentials(servers: &[String]) -> Option<(String, Option<String>)> {
+    servers.iter().find_map(|url| {
+        let rest = url.split_once("://")?.1;
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let (userinfo, _) = authority.rsplit_once('@')?;
+        Some(match userinfo.split_once(':') {
+            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
+            None => (userinfo.to_owned(), None),
+        })
+    })
+}
+
+/// NATS URL(s) as logs may show them: every password replaced by `***`.
+fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| cartwheel_storage::redact::redact(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Applies `auth` to connection options: one identity at most, TLS when a CA or a client
+/// certificate is given.
+async fn with_auth(
+    mut o: async_nats::ConnectOptions,
+    auth: &NatsAuthArgs,
+) -> anyhow::Result<async_nats::ConnectOptions> {
+    let identities = [
+        auth.nats_creds.is_some(),
+        auth.nats_nkey.is_some(),
+        auth.nats_user.is_some() || auth.nats_password.is_some(),
+        auth.nats_token.is_some(),
+    ];
+    if identities.iter().filter(|x| **x).count() > 1 {
+        bail!(
+            "give one NATS identity: CARTWHEEL_NATS_CREDS, CARTWHEEL_NATS_NKEY, \
+             CARTWHEEL_NATS_USER with CARTWHEEL_NATS_PASSWORD, or CARTWHEEL_NATS_TOKEN"
+        );
+    }
+    if let Some(path) = &auth.nats_creds {
+        o = o
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", path.display()))?;
+    }
+    if let Some(path) = &auth.nats_nkey {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the NKey seed {}", path.display()))?;
+        o = o.nkey(seed.trim().to_owned());
+    }
+    match (&auth.nats_user, &auth.nats_password) {
+        (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => bail!("CARTWHEEL_NATS_USER and CARTWHEEL_NATS_PASSWORD go together"),
+    }
+    if let Some(token) = &auth.nats_token {
+        o = o.token(token.clone());
+    }
+    if let Some(ca) = &auth.nats_tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&auth.nats_tls_cert, &auth.nats_tls_key) {
+        (Some(cert), Some(key)) => {
+            o = o
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => bail!("CARTWHEEL_NATS_TLS_CERT and CARTWHEEL_NATS_TLS_KEY go together"),
+    }
+    Ok(o)
+}
+
+async fn connect(url: &str, name: &str, auth: &NatsAuthArgs) -> anyhow::Result<async_nats::Client> {
+    // A URL may carry a password: never in a log line.
+    let shown = redacted(url);
     let servers: Vec<String> = url
         .split(',')
         .map(|s| s.trim().to_owned())
@@ -39,23 +134,54 @@ async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
     }
     let started = std::time::Instant::now();
     loop {
-        let attempt = async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .name(name)
             // A dead connection (a server gone without a FIN, a black-holed route) is
             // noticed after two unanswered pings: within 2–3 s, not the default 2 minutes.
             .ping_interval(NATS_PING_INTERVAL)
-            .connection_timeout(NATS_CONNECT_TIMEOUT)
-            .connect(servers.clone())
-            .await;
+            .connection_timeout(NATS_CONNECT_TIMEOUT);
+        let mut options = with_auth(options, auth).await?;
+        let given = auth.nats_creds.is_some()
+            || auth.nats_nkey.is_some()
+            || auth.nats_user.is_some()
+            || auth.nats_token.is_some();
+        if !given {
+            // `nats://user:password@host` (or `nats://token@host`) as the nats CLI reads it.
+            match url_credentials(&servers) {
+                Some((user, Some(password))) => {
+                    options = options.user_and_password(user, password);
+                }
+                Some((token, None)) => options = options.token(token),
+                None => {}
+            }
+        }
+        let attempt = options.connect(servers.clone()).await;
         match attempt {
             Ok(c) => return Ok(c),
+            // Refused credentials or certificates do not get better by waiting.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::Authentication
+                        | async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Tls
+                ) || tls_refused(&e) =>
+            {
+                let hint = if tls_refused(&e) {
+                    " (TLS: check CARTWHEEL_NATS_TLS_CA, CARTWHEEL_NATS_TLS_CERT and CARTWHEEL_NATS_TLS_KEY)"
+                } else {
+                    " (check the NATS credentials)"
+                };
+                bail!("connecting to NATS at {shown} was refused: {e}{hint}");
+            }
             Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::warn!(%url, error = %e, "NATS not reachable yet; retrying");
+                tracing::warn!(url = %shown, error = %e, "NATS not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("connecting to NATS at {url} (gave up after 30 s)"));
+                return Err(e).with_context(|| {
+                    format!("connecting to NATS at {shown} (gave up after 30 s)")
+                });
             }
         }
     }
@@ -200,8 +326,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         (None, Some(u)) => u.clone(),
         (None, None) => bail!("no NATS URL"),
     };
-    tracing::info!(nats = %url, data_dir = %args.data_dir.display(), "NATS ready");
-    let nats = connect(&url, "cartwheel-up").await?;
+    tracing::info!(nats = %redacted(&url), data_dir = %args.data_dir.display(), "NATS ready");
+    let nats = connect(&url, "cartwheel-up", &args.nats_auth).await?;
     let bus = bus(nats.clone(), &args.prefix, args.partitions)?;
     let node_id = up_node_id(&args)?;
     let node = start_node(bus.clone(), &args.node, &node_id).await?;
@@ -247,7 +373,12 @@ fn common_bus(common: &CommonArgs, nats: async_nats::Client) -> anyhow::Result<B
 
 /// `cartwheel node`.
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
-    let nats = connect(&args.common.nats_url, "cartwheel-node").await?;
+    let nats = connect(
+        &args.common.nats_url,
+        "cartwheel-node",
+        &args.common.nats_auth,
+    )
+    .await?;
     let bus = common_bus(&args.common, nats.clone())?;
     let node_id = args
         .node
@@ -256,7 +387,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
     let node = start_node(bus.clone(), &args.node, &node_id).await?;
     let extras = NodeExtras::start(&node, &bus, &node_id, args.node.metrics_addr).await?;
-    tracing::info!(nats = %args.common.nats_url, "node started");
+    tracing::info!(nats = %redacted(&args.common.nats_url), "node started");
     signal().await;
     tracing::info!("shutting down");
     extras.stop_serving();
@@ -278,7 +409,12 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         cart_store.as_deref(),
     )
     .await?;
-    let nats = connect(&args.common.nats_url, "cartwheel-edge").await?;
+    let nats = connect(
+        &args.common.nats_url,
+        "cartwheel-edge",
+        &args.common.nats_auth,
+    )
+    .await?;
     cartwheel_api::metrics::watch_nats(nats.clone());
     let bus = common_bus(&args.common, nats.clone())?;
     let shutdown = CancellationToken::new();
@@ -302,7 +438,12 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 /// `cartwheel cluster status`.
 pub async fn cluster(args: crate::config::ClusterArgs) -> anyhow::Result<()> {
-    let nats = connect(&args.common.nats_url, "cartwheel-cli").await?;
+    let nats = connect(
+        &args.common.nats_url,
+        "cartwheel-cli",
+        &args.common.nats_auth,
+    )
+    .await?;
     let js = async_nats::jetstream::new(nats.clone());
     let names = Names::new(&args.common.prefix);
     let crate::config::ClusterCommand::Status { json } = args.what;

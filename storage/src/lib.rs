@@ -23,7 +23,7 @@ pub mod kv;
 pub mod memory;
 pub mod mongo;
 pub mod query;
-mod redact;
+pub mod redact;
 pub mod redis;
 pub mod select;
 

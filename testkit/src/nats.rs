@@ -122,6 +122,8 @@ pub struct NatsServerOptions {
     /// Keep JetStream data here instead of in the server's temporary directory. The
     /// directory is created if missing and is not deleted on drop.
     pub store_dir: Option<PathBuf>,
+    /// More command-line flags (`--user`/`--pass`, `--auth`, `--tls…`), as given.
+    pub extra_args: Vec<String>,
 }
 
 /// A running `nats-server -js` on 127.0.0.1, killed and cleaned up on drop.
@@ -133,6 +135,8 @@ pub struct NatsServer {
     store_dir: PathBuf,
     /// The config file that turns on `sync_interval: always`, if asked for.
     config_path: Option<PathBuf>,
+    /// More flags, for every run.
+    extra_args: Vec<String>,
     /// stdout and stderr of every run, appended.
     log_path: PathBuf,
     /// `None` after [`NatsServer::kill`].
@@ -182,6 +186,7 @@ impl NatsServer {
             port: 0,
             store_dir,
             config_path,
+            extra_args: options.extra_args,
             log_path: tmp.path().join("nats-server.log"),
             child: None,
             tmp,
@@ -268,6 +273,7 @@ impl NatsServer {
             Some(config) => command.arg("-c").arg(config),
             None => command.arg("-sd").arg(&self.store_dir),
         };
+        command.args(&self.extra_args);
         command
             .stdin(Stdio::null())
             .stdout(log)
