@@ -169,8 +169,11 @@ def check_common(docs, where, values):
     for env in (node_env, edge_env):
         check(from_secret(env, "CARTWHEEL_NATS_URL", "nats-url"), f"{where}: NATS URL from the Secret")
         for k, e in env.items():
-            if re.search(r"SECRET|STORE$|REDIS|NATS_URL|CREDS|PASSWORD|TOKEN", k):
+            if re.search(r"SECRET|STORE$|REDIS|NATS_URL|PASSWORD|TOKEN|NATS_USER", k):
                 check("value" not in e, f"{where}: {k} inline instead of from the Secret")
+            if re.search(r"NATS_CREDS|NATS_NKEY|NATS_TLS_", k):
+                # Files: a path into the Secret's volume, never the content.
+                check(e.get("value", "").startswith("/etc/cartwheel/nats/"), f"{where}: {k} is not a file from the Secret: {e}")
     check(from_secret(node_env, "CARTWHEEL_STORE", "store"), f"{where}: store URI from the Secret")
     check(from_secret(node_env, "CARTWHEEL_CART_STORE", "cart-store"), f"{where}: cart store URI from the Secret")
     check(node_env["CARTWHEEL_REPLICAS"]["value"] == str(values.get("storage", {}).get("replicas", 1)), f"{where}: stream/bucket replicas")
@@ -256,6 +259,34 @@ def check_chart():
         if auth.get("mode", "jwt") == "jwt" and not (jwt.get("jwksUrl") or jwt.get("publicKey")):
             check(from_secret(edge_env, "CARTWHEEL_JWT_HS256_SECRET", "jwt-hs256-secret"), f"{where}: HS256 secret from the Secret")
         check(edge_env["CARTWHEEL_AUTH"]["value"] == auth.get("mode", "jwt"), f"{where}: auth mode")
+        # NATS identity and TLS, the same for nodes and edges.
+        nats = values.get("nats", {})
+        node_pod = by_kind(docs, "StatefulSet", "node")[0]["spec"]["template"]
+        for env, pod, who in ((node_env, node_pod, "node"), (edge_env, edge_pod, "edge")):
+            method = nats.get("auth", "none")
+            if method == "userPassword":
+                check(from_secret(env, "CARTWHEEL_NATS_USER", "nats-user") and from_secret(env, "CARTWHEEL_NATS_PASSWORD", "nats-password"), f"{where}: {who} NATS user and password from the Secret")
+            if method == "token":
+                check(from_secret(env, "CARTWHEEL_NATS_TOKEN", "nats-token"), f"{where}: {who} NATS token from the Secret")
+            files = {}
+            if method == "creds":
+                files["CARTWHEEL_NATS_CREDS"] = "nats.creds"
+            if method == "nkey":
+                files["CARTWHEEL_NATS_NKEY"] = "nats.nkey"
+            if nats.get("tls", {}).get("enabled"):
+                files["CARTWHEEL_NATS_TLS_CA"] = "nats-ca.pem"
+            if nats.get("tls", {}).get("clientCert"):
+                files["CARTWHEEL_NATS_TLS_CERT"] = "nats-client.pem"
+                files["CARTWHEEL_NATS_TLS_KEY"] = "nats-client-key.pem"
+            vols = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+            items = {i["key"]: i["path"] for i in vols.get("nats", {}).get("secret", {}).get("items", [])}
+            for var, key in files.items():
+                check(env.get(var, {}).get("value") == f"/etc/cartwheel/nats/{key}", f"{where}: {who} {var}")
+                check(items.get(key) == key, f"{where}: {who} mounts {key} from the Secret")
+            if files:
+                check(vols["nats"]["secret"]["secretName"] == env["CARTWHEEL_NATS_URL"]["valueFrom"]["secretKeyRef"]["name"], f"{where}: {who} NATS files from the same Secret")
+            else:
+                check("nats" not in vols, f"{where}: {who} mounts no NATS files it does not use")
 
     # Values the schema refuses (a typo must not render a broken deployment).
     for bad, why in [
@@ -266,6 +297,7 @@ def check_chart():
         ({"edge": {"prot": 8080}}, "an unknown key"),
         ({"nats": {"url": "http://nats:4222"}}, "a NATS URL that is not nats://"),
         ({"auth": {"mode": "jwt", "jwt": {"jwksUrl": "id.example.com/certs"}}}, "a JWKS URL that is not http(s)"),
+        ({"nats": {"url": "nats://nats:4222", "auth": "password"}}, "an unknown NATS auth method"),
     ]:
         try:
             render(bad)

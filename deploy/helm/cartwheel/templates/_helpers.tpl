@@ -65,9 +65,36 @@ app.kubernetes.io/component: {{ index . 1 }}
       {{- end }}
 {{- end -}}
 
-{{/* What every process needs: NATS, names, logs, traces. */}}
+{{/* Whether the pods mount the Secret's files (NATS creds, NKey seed, certificates). */}}
+{{- define "cartwheel.natsFiles" -}}
+{{- if or (has .Values.nats.auth (list "creds" "nkey")) .Values.nats.tls.enabled .Values.nats.tls.clientCert -}}true{{- end -}}
+{{- end -}}
+
+{{/* What every process needs: NATS (URL, identity, TLS), names, logs, traces. */}}
 {{- define "cartwheel.commonEnv" -}}
 {{ include "cartwheel.secretEnv" (list . "CARTWHEEL_NATS_URL" "nats-url" false) }}
+{{- if eq .Values.nats.auth "userPassword" }}
+{{ include "cartwheel.secretEnv" (list . "CARTWHEEL_NATS_USER" "nats-user" false) }}
+{{ include "cartwheel.secretEnv" (list . "CARTWHEEL_NATS_PASSWORD" "nats-password" false) }}
+{{- else if eq .Values.nats.auth "token" }}
+{{ include "cartwheel.secretEnv" (list . "CARTWHEEL_NATS_TOKEN" "nats-token" false) }}
+{{- else if eq .Values.nats.auth "creds" }}
+- name: CARTWHEEL_NATS_CREDS
+  value: /etc/cartwheel/nats/nats.creds
+{{- else if eq .Values.nats.auth "nkey" }}
+- name: CARTWHEEL_NATS_NKEY
+  value: /etc/cartwheel/nats/nats.nkey
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: CARTWHEEL_NATS_TLS_CA
+  value: /etc/cartwheel/nats/nats-ca.pem
+{{- end }}
+{{- if .Values.nats.tls.clientCert }}
+- name: CARTWHEEL_NATS_TLS_CERT
+  value: /etc/cartwheel/nats/nats-client.pem
+- name: CARTWHEEL_NATS_TLS_KEY
+  value: /etc/cartwheel/nats/nats-client-key.pem
+{{- end }}
 - name: CARTWHEEL_PREFIX
   value: {{ .Values.prefix | quote }}
 - name: CARTWHEEL_PARTITIONS
@@ -78,6 +105,38 @@ app.kubernetes.io/component: {{ index . 1 }}
 - name: CARTWHEEL_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* The NATS files from the Secret: the volume (pod) and its mount (container). */}}
+{{- define "cartwheel.natsVolume" -}}
+- name: nats
+  secret:
+    secretName: {{ include "cartwheel.secretName" . }}
+    defaultMode: 0400
+    items:
+      {{- if eq .Values.nats.auth "creds" }}
+      - key: nats.creds
+        path: nats.creds
+      {{- else if eq .Values.nats.auth "nkey" }}
+      - key: nats.nkey
+        path: nats.nkey
+      {{- end }}
+      {{- if .Values.nats.tls.enabled }}
+      - key: nats-ca.pem
+        path: nats-ca.pem
+      {{- end }}
+      {{- if .Values.nats.tls.clientCert }}
+      - key: nats-client.pem
+        path: nats-client.pem
+      - key: nats-client-key.pem
+        path: nats-client-key.pem
+      {{- end }}
+{{- end -}}
+
+{{- define "cartwheel.natsMount" -}}
+- name: nats
+  mountPath: /etc/cartwheel/nats
+  readOnly: true
 {{- end -}}
 
 {{- define "cartwheel.affinity" -}}
