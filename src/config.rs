@@ -31,6 +31,50 @@ pub enum Command {
     /// Load generator: each scenario against its raw baseline (`scripts/bench` runs the
     /// standard set).
     Bench(cartwheel_bench::BenchArgs),
+    /// Print a user's token for the configured HS256 secret (development and tests).
+    Token(TokenArgs),
+}
+
+/// `cartwheel token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`): `[A-Za-z0-9_-]{1,64}`.
+    #[arg(long)]
+    pub sub: String,
+    /// A role to grant (`admin`); repeat for several.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Lifetime: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: std::time::Duration,
+    /// The HS256 secret the edge verifies with.
+    #[arg(long, env = "CARTWHEEL_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+    /// `iss` to put in the token (the edge's CARTWHEEL_JWT_ISSUER).
+    #[arg(long, env = "CARTWHEEL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// `aud` to put in the token (the edge's CARTWHEEL_JWT_AUDIENCE).
+    #[arg(long, env = "CARTWHEEL_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// `90s`, `30m`, `1h`, `7d` → a duration (at least a second, at most 30 days).
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 90s, 30m, 1h, 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    if !(1..=30 * 86_400).contains(&secs) {
+        return Err(format!("{s:?}: between 1 s and 30 days"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `cartwheel cluster …`.

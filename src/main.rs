@@ -33,5 +33,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(args) => run::cluster(args).await,
         Command::Bench(args) => cartwheel_bench::main(args).await,
+        Command::Token(args) => {
+            println!("{}", run::token(&args)?);
+            Ok(())
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! SIGTERM, then stop in order — edge (stop accepting, finish requests), node (drain
 //! subscriptions, finish commands), NATS client (flush, drain), private nats-server.
 
-use crate::config::{CommonArgs, EdgeArgs, NatsAuthArgs, NodeArgs, NodeOpts, UpArgs};
+use crate::config::{CommonArgs, EdgeArgs, NatsAuthArgs, NodeArgs, NodeOpts, TokenArgs, UpArgs};
 use crate::nats_child::NatsChild;
 use crate::public::{NodeExtras, Process, edge_config};
 use anyhow::{Context, bail};
@@ -481,4 +481,37 @@ pub async fn cluster(args: crate::config::ClusterArgs) -> anyhow::Result<()> {
     }
     nats.drain().await.ok();
     Ok(())
+}
+
+/// `cartwheel token`: a signed HS256 token for `sub` with `roles`, valid for `ttl`.
+pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let Some(secret) = &args.jwt_hs256_secret else {
+        bail!(
+            "set CARTWHEEL_JWT_HS256_SECRET (or --jwt-hs256-secret): the secret the edge verifies with"
+        );
+    };
+    if secret.len() < 32 {
+        bail!("CARTWHEEL_JWT_HS256_SECRET must be at least 32 bytes, as the edge requires");
+    }
+    cartwheel_domain::validate::id("sub", &args.sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "sub": args.sub,
+        "roles": args.roles,
+        "iat": now,
+        "exp": now + args.ttl.as_secs(),
+    });
+    if let Some(iss) = &args.jwt_issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if let Some(aud) = &args.jwt_audience {
+        claims["aud"] = aud.clone().into();
+    }
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }

@@ -742,3 +742,66 @@ async fn users_tokens_verify_against_the_identity_providers_jwks() -> anyhow::Re
     assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartwheel_token_prints_tokens_the_edge_accepts() -> anyhow::Result<()> {
+    let token = |args: &[&str], secret: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cartwheel"));
+        cmd.arg("token")
+            .args(args)
+            .env_remove("CARTWHEEL_JWT_HS256_SECRET");
+        if let Some(s) = secret {
+            cmd.env("CARTWHEEL_JWT_HS256_SECRET", s);
+        }
+        cmd.args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE]);
+        let out = cmd.output().expect("cartwheel token runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = tempfile::tempdir()?;
+    let edge = secured(&dir, &[]).await?;
+    let base = edge.api().base;
+    let (ok, alice, err) = token(&["--sub", "alice", "--ttl", "10m"], Some(SECRET));
+    assert!(ok, "{err}");
+    let r = call(&base, Method::POST, "/carts", Some(&alice), Some(json!({}))).await?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["user_id"], "alice");
+    // Not an admin: no product writes; with --role admin, yes.
+    let product = json!({"sku": "TOK", "name": "t", "description": "", "price": 100, "currency": "EUR", "category": "c", "active": true});
+    let r = call(
+        &base,
+        Method::POST,
+        "/products",
+        Some(&alice),
+        Some(product.clone()),
+    )
+    .await?;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let (ok, admin, err) = token(&["--sub", "ops", "--role", "admin"], Some(SECRET));
+    assert!(ok, "{err}");
+    let r = call(
+        &base,
+        Method::POST,
+        "/products",
+        Some(&admin),
+        Some(product),
+    )
+    .await?;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Clear errors: no secret, a weak one, a bad user id, a bad lifetime.
+    for (args, secret, says) in [
+        (vec!["--sub", "alice"], None, "CARTWHEEL_JWT_HS256_SECRET"),
+        (vec!["--sub", "alice"], Some("short"), "at least 32 bytes"),
+        (vec!["--sub", "al ice"], Some(SECRET), "--sub"),
+        (vec!["--sub", "alice", "--ttl", "5y"], Some(SECRET), "unit"),
+    ] {
+        let (ok, out, err) = token(&args, secret);
+        assert!(!ok, "{args:?} printed {out}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains(SECRET), "the secret in an error: {err}");
+    }
+    Ok(())
+}
