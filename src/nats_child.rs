@@ -1,4 +1,7 @@
-//! The private `nats-server -js` child of `cartwheel up`.
+//! The private `nats-server -js` child of `cartwheel up`: loopback only, and with
+//! authentication on — a user and a random password generated into the data dir on the
+//! first start (`nats-credentials`, mode 0600) and kept, so other processes on the
+//! machine cannot reach the buckets and streams without reading that file.
 
 use crate::config::NatsSync;
 use anyhow::{Context, bail};
@@ -12,6 +15,42 @@ pub struct NatsChild {
     child: Child,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
+    /// The user `up` connects as.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// The user of the private server.
+const USER: &str = "cartwheel";
+/// Where its password is kept.
+const CREDENTIALS_FILE: &str = "nats-credentials";
+
+/// The password of the private server: read from the data dir, or generated there (0600).
+fn password(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(CREDENTIALS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(p) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("password="))
+            .filter(|p| p.len() >= 32)
+    {
+        return Ok(p.to_owned());
+    }
+    let password = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let text = format!(
+        "# The private nats-server of `cartwheel up` (loopback only). For the nats CLI:\n\
+         #   nats --server nats://127.0.0.1:PORT --user {USER} --password PASSWORD\n\
+         user={USER}\npassword={password}\n"
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(password)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -81,12 +120,17 @@ impl NatsChild {
             NatsSync::Always => "  sync_interval: always\n",
             NatsSync::Default => "",
         };
+        let password = password(&data_dir)?;
         let conf = format!(
-            "# Written by `cartwheel up`; rewritten on every start.\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {store:?}\n{sync_line}}}\n"
+            "# Written by `cartwheel up`; rewritten on every start.\nlisten: 127.0.0.1:{port}\nauthorization {{\n  user: {USER:?}\n  password: {password:?}\n}}\njetstream {{\n  store_dir: {store:?}\n{sync_line}}}\n"
         );
         stop_stale(&data_dir).await;
         let conf_path = data_dir.join("nats-server.conf");
         std::fs::write(&conf_path, conf).context("writing nats-server.conf")?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&conf_path, std::fs::Permissions::from_mode(0o600))?;
+        }
         let log = std::fs::File::create(data_dir.join("nats-server.log"))?;
         let mut child = Command::new(bin)
             .arg("-c")
@@ -122,6 +166,8 @@ impl NatsChild {
         Ok(NatsChild {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            user: USER.to_owned(),
+            password,
         })
     }
 

@@ -326,8 +326,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         (None, Some(u)) => u.clone(),
         (None, None) => bail!("no NATS URL"),
     };
-    tracing::info!(nats = %redacted(&url), data_dir = %args.data_dir.display(), "NATS ready");
-    let nats = connect(&url, "cartwheel-up", &args.nats_auth).await?;
+    // The private server requires its generated user and password.
+    let auth = match &child {
+        Some(c) => NatsAuthArgs {
+            nats_user: Some(c.user.clone()),
+            nats_password: Some(c.password.clone()),
+            ..NatsAuthArgs::default()
+        },
+        None => args.nats_auth.clone(),
+    };
+    match &child {
+        Some(_) => tracing::info!(nats = %url, user = "cartwheel",
+            credentials = %args.data_dir.join("nats-credentials").display(), "private NATS ready (authentication on)"),
+        None => {
+            tracing::info!(nats = %redacted(&url), data_dir = %args.data_dir.display(), "NATS ready")
+        }
+    }
+    let nats = connect(&url, "cartwheel-up", &auth).await?;
     let bus = bus(nats.clone(), &args.prefix, args.partitions)?;
     let node_id = up_node_id(&args)?;
     let node = start_node(bus.clone(), &args.node, &node_id).await?;

@@ -175,3 +175,44 @@ async fn tls_with_client_certificates() -> anyhow::Result<()> {
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_private_server_of_up_requires_the_generated_password() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let up = Proc::up(&data, &[], &[]).await?;
+    up.api().product("MUG", 1200, 3).await?;
+    let creds = std::fs::read_to_string(data.join("nats-credentials"))?;
+    let mode = std::fs::metadata(data.join("nats-credentials"))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+    let password = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("password="))
+        .expect("a password line")
+        .to_owned();
+    assert!(password.len() >= 32);
+    let conf = std::fs::read_to_string(data.join("nats-server.conf"))?;
+    let port = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
+        .expect("a loopback listen line")
+        .trim()
+        .to_owned();
+    let url = format!("nats://127.0.0.1:{port}");
+    // Without the password: refused. With it: the buckets are there.
+    let anonymous = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+    let refused = tokio::time::timeout(Duration::from_secs(5), anonymous.connect(&url)).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "an anonymous client got in");
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("cartwheel".into(), password.clone())
+        .connect(&url)
+        .await?;
+    let js = async_nats::jetstream::new(client);
+    assert!(js.get_key_value("cw_products").await.is_ok());
+    // The password is not in the log.
+    assert!(!up.child.log_contents().contains(&password));
+    Ok(())
+}
