@@ -169,6 +169,18 @@ fn compose_file_is_valid_and_uses_only_real_flags_and_settings() -> anyhow::Resu
         node["deploy"]["replicas"].as_u64().unwrap_or(1) >= 2,
         "two or more actor nodes"
     );
+    // NATS with the least-privilege roles of deploy/nats: nodes and the edge sign in as
+    // their own users.
+    let nats = strings(&services["nats"]["command"]).join(" ");
+    assert!(
+        nats.contains("-c /etc/nats/nats-server.conf"),
+        "NATS without the roles file: {nats}"
+    );
+    assert_eq!(node["environment"]["CARTWHEEL_NATS_USER"], "node");
+    assert_eq!(
+        services["edge"]["environment"]["CARTWHEEL_NATS_USER"],
+        "edge"
+    );
     let redis = strings(&services["redis"]["command"]).join(" ");
     assert!(
         redis.contains("--appendonly yes"),

@@ -120,8 +120,11 @@ impl PartitionRuntime {
     }
 
     /// Hand-over: stop taking commands, route what was taken, let every actor finish its
-    /// mailbox, answer every request, then stop. Bounded by `timeout`.
-    pub async fn stop(self, timeout: Duration) {
+    /// mailbox, answer every request, then stop. Bounded by `timeout`: past it the
+    /// partition's guard is revoked before its actors are stopped, so what they still
+    /// held is answered "moved while this request ran" (a cart's resent to the new
+    /// owner), never "failed".
+    pub async fn stop(self, timeout: Duration, guard: &crate::placement::LeaseGuard) {
         self.shutdown.cancel();
         let work = async {
             for h in self.serving {
@@ -135,6 +138,7 @@ impl PartitionRuntime {
         };
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::warn!(partition = self.partition, "partition did not stop in time");
+            guard.revoke(self.partition);
         }
         for sup in &self.supervisors {
             sup.stop(None);

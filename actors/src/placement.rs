@@ -663,7 +663,7 @@ impl Placement {
                 let guard = self.ctx.guard.clone();
                 let book = self.book.clone();
                 async move {
-                    h.runtime.stop(Duration::from_secs(10)).await;
+                    h.runtime.stop(Duration::from_secs(10), &guard).await;
                     guard.revoke(p);
                     if let Err(e) = leases.delete_expect_revision(key, Some(h.revision)).await
                     {

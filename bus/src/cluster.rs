@@ -126,8 +126,21 @@ fn age_ms(created: time::OffsetDateTime) -> i64 {
     (now_ms() - created).max(0)
 }
 
-async fn bucket(js: &jetstream::Context, name: String) -> Option<kv::Store> {
-    js.get_key_value(name).await.ok()
+/// The placement bucket `name`; `None` when it does not exist yet (no node ever ran).
+/// Any other failure (no permission to read it, no answer) is an error, not "empty".
+async fn bucket(js: &jetstream::Context, name: String) -> Result<Option<kv::Store>, BusError> {
+    match js.get_key_value(name.clone()).await {
+        Ok(store) => Ok(Some(store)),
+        Err(e) => {
+            let text = std::error::Error::source(&e)
+                .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+            if text.contains("not found") {
+                Ok(None)
+            } else {
+                Err(BusError::Nats(format!("reading bucket {name}: {text}")))
+            }
+        }
+    }
 }
 
 /// How long one read of the cluster's state may take: an operator's view (and a probe's)
@@ -175,7 +188,7 @@ pub async fn leases(
     js: &jetstream::Context,
     names: &Names,
 ) -> Result<BTreeMap<u32, (String, i64)>, BusError> {
-    let Some(store) = bucket(js, names.leases_bucket()).await else {
+    let Some(store) = bucket(js, names.leases_bucket()).await? else {
         return Ok(BTreeMap::new());
     };
     let mut out = BTreeMap::new();
@@ -195,7 +208,7 @@ pub async fn leases(
 
 /// Reads the heartbeats of live nodes.
 pub async fn nodes(js: &jetstream::Context, names: &Names) -> Result<Vec<NodeInfo>, BusError> {
-    let Some(store) = bucket(js, names.nodes_bucket()).await else {
+    let Some(store) = bucket(js, names.nodes_bucket()).await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
@@ -265,7 +278,7 @@ pub async fn locate(
 ) -> Result<Location, BusError> {
     let p = partition(id, partitions);
     let node = bounded("reading a lease", async {
-        Ok(match bucket(js, names.leases_bucket()).await {
+        Ok(match bucket(js, names.leases_bucket()).await? {
             Some(store) => match store.entry(names.lease_key(p)).await {
                 Ok(Some(e)) if e.operation == kv::Operation::Put => {
                     Some(String::from_utf8_lossy(&e.value).into_owned())

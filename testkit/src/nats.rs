@@ -122,8 +122,11 @@ pub struct NatsServerOptions {
     /// Keep JetStream data here instead of in the server's temporary directory. The
     /// directory is created if missing and is not deleted on drop.
     pub store_dir: Option<PathBuf>,
-    /// More command-line flags (`--user`/`--pass`, `--auth`, `--tls…`), as given.
+    /// More command-line flags (`--user`/`--pass`, `--auth`, `--tls…`, `-c FILE`), as
+    /// given; they come after the port and store flags, which win over a config file's.
     pub extra_args: Vec<String>,
+    /// Environment variables for the server (a config file's `$VARIABLE`s).
+    pub envs: Vec<(String, String)>,
 }
 
 /// A running `nats-server -js` on 127.0.0.1, killed and cleaned up on drop.
@@ -137,6 +140,8 @@ pub struct NatsServer {
     config_path: Option<PathBuf>,
     /// More flags, for every run.
     extra_args: Vec<String>,
+    /// Its environment, for every run.
+    envs: Vec<(String, String)>,
     /// stdout and stderr of every run, appended.
     log_path: PathBuf,
     /// `None` after [`NatsServer::kill`].
@@ -187,6 +192,7 @@ impl NatsServer {
             store_dir,
             config_path,
             extra_args: options.extra_args,
+            envs: options.envs,
             log_path: tmp.path().join("nats-server.log"),
             child: None,
             tmp,
@@ -274,6 +280,7 @@ impl NatsServer {
             None => command.arg("-sd").arg(&self.store_dir),
         };
         command.args(&self.extra_args);
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         command
             .stdin(Stdio::null())
             .stdout(log)

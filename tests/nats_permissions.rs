@@ -1,0 +1,139 @@
+//! `deploy/nats/nats-server.conf`, the least-privilege roles, on a real nats-server: a
+//! node and an edge signed in as `node` and `edge` serve the whole flow, and the `edge`
+//! user cannot reach JetStream, KV, the commands' subscriptions or the placement
+//! subjects — what anyone holding an edge's credentials could otherwise abuse.
+
+mod common;
+
+use cartwheel_testkit::{NatsServer, NatsServerOptions};
+use common::Proc;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const NODE: &str = "node-pa55word-for-tests";
+const EDGE: &str = "edge-pa55word-for-tests";
+const ADMIN: &str = "admin-pa55word-for-tests";
+
+async fn server() -> anyhow::Result<NatsServer> {
+    let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/nats-server.conf");
+    NatsServer::start_with(NatsServerOptions {
+        extra_args: vec!["-c".into(), conf.display().to_string()],
+        envs: vec![
+            ("CARTWHEEL_NATS_NODE_PASSWORD".into(), NODE.into()),
+            ("CARTWHEEL_NATS_EDGE_PASSWORD".into(), EDGE.into()),
+            ("CARTWHEEL_NATS_ADMIN_PASSWORD".into(), ADMIN.into()),
+        ],
+        ..NatsServerOptions::default()
+    })
+    .await
+}
+
+async fn client(
+    nats: &NatsServer,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<async_nats::Client> {
+    Ok(async_nats::ConnectOptions::new()
+        .user_and_password(user.into(), password.into())
+        .connect(nats.url())
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_and_edges_serve_with_their_roles_and_the_edge_role_reaches_nothing_else()
+-> anyhow::Result<()> {
+    let nats = server().await?;
+    let dir = tempfile::tempdir()?;
+    let _node = Proc::node(
+        &nats.url(),
+        dir.path().join("node.log"),
+        &[
+            ("CARTWHEEL_NATS_USER", "node"),
+            ("CARTWHEEL_NATS_PASSWORD", NODE),
+        ],
+    )
+    .await?;
+    let edge = Proc::edge_with(
+        &nats.url(),
+        dir.path().join("edge.log"),
+        &[
+            ("CARTWHEEL_NATS_USER", "edge"),
+            ("CARTWHEEL_NATS_PASSWORD", EDGE),
+        ],
+    )
+    .await?;
+    edge.wait_ready().await?;
+    // The whole flow through the edge: catalog, cart, checkout, a live push.
+    let api = edge.api();
+    api.product("MUG", 1200, 5).await?;
+    let cart = api.cart("ann").await?;
+    let (s, b) = api
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "MUG", "qty": 2}),
+        )
+        .await?;
+    assert_eq!(s, 200, "{b}");
+    let (s, order) = api.checkout(&cart, "k1").await?;
+    assert!(s == 201 || s == 202, "{s} {order}");
+    let mut ws = common::Ws::connect(&api.base).await?;
+    let got = ws
+        .request(json!({"id": 1, "op": "subscribe", "cart_id": cart}))
+        .await?;
+    assert!(got.get("error").is_none(), "{got}");
+
+    // The edge's /cluster needs JetStream reads it does not have: a clear 503, never a
+    // cluster that looks empty.
+    let (s, b) = api.get("/cluster").await?;
+    assert_eq!(s, 503, "{b}");
+
+    // The edge's credentials, used directly, reach nothing else.
+    let e = client(&nats, "edge", EDGE).await?;
+    let js = async_nats::jetstream::new(e.clone());
+    assert!(
+        js.get_key_value("cw_carts").await.is_err(),
+        "edge read a KV bucket"
+    );
+    assert!(
+        js.get_stream("cw-cart").await.is_err(),
+        "edge read a stream"
+    );
+    assert!(
+        js.delete_stream("cw-cart").await.is_err(),
+        "edge deleted a stream"
+    );
+    // A subscription to the commands (to read or steal them) gets nothing: the server
+    // refuses it, so a command served meanwhile does not reach it.
+    let mut stolen = e.subscribe("cw.cart.*.*").await?;
+    e.flush().await?;
+    let (s, _) = api.get(&format!("/carts/{cart}")).await?;
+    assert_eq!(s, 200);
+    let got = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut stolen),
+    )
+    .await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "the edge user received a command"
+    );
+    // Placement subjects and KV writes are refused.
+    let placement = tokio::time::timeout(
+        Duration::from_secs(3),
+        e.request("cw.node.node-1.leases", "x".into()),
+    )
+    .await;
+    assert!(
+        !matches!(placement, Ok(Ok(_))),
+        "a placement request went through"
+    );
+    let _ = e.publish("$KV.cw_carts.x", "x".into()).await;
+    e.flush().await?;
+    let admin = client(&nats, "admin", ADMIN).await?;
+    let kv = async_nats::jetstream::new(admin)
+        .get_key_value("cw_carts")
+        .await?;
+    assert!(kv.get("x").await?.is_none(), "the edge user wrote a KV key");
+    Ok(())
+}
