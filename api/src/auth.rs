@@ -52,8 +52,8 @@ impl Auth {
     }
 }
 
-/// Settings of [`JwtVerifier`].
-#[derive(Clone, Debug, Default)]
+/// Settings of [`JwtVerifier`]. Its `Debug` never shows the secret.
+#[derive(Clone, Default)]
 pub struct JwtSettings {
     /// HS256 shared secret.
     pub hs256_secret: Option<String>,
@@ -67,6 +67,19 @@ pub struct JwtSettings {
     pub leeway: Duration,
     /// Keys of an OpenID Connect provider, by `kid` (`CARTWHEEL_JWT_JWKS_URL`).
     pub jwks: Option<Arc<crate::jwks::Jwks>>,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "***"))
+            .field("public_key_pem", &self.public_key_pem.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("jwks", &self.jwks)
+            .finish()
+    }
 }
 
 /// Why the JWT settings cannot be used.
@@ -507,6 +520,17 @@ mod tests {
         // Algorithm confusion: an HS256 token "signed" with the public key as the secret.
         let confused = hs(claims, std::str::from_utf8(RSA_PUBLIC).unwrap());
         assert_eq!(rsa.verify(&confused), Err(Refusal::Algorithm));
+    }
+
+    #[test]
+    fn settings_never_show_the_secret() {
+        let s = JwtSettings {
+            hs256_secret: Some(SECRET.into()),
+            ..JwtSettings::default()
+        };
+        let shown = format!("{s:?} {:?}", JwtVerifier::new(&s).unwrap());
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
     }
 
     #[test]
