@@ -26,8 +26,6 @@ const NATS_PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one connect attempt (also a reconnect to one server) may take.
 const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connects to NATS (`url` may list several servers, comma-separated). Retries for up to
-/// 30 s so processes may start before their NATS server, then fails with a clear error.
 /// Whether a connect error is a TLS handshake that failed on a certificate (unknown
 /// issuer, a client certificate the server wants): it comes wrapped in an I/O error.
 fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -69,11 +67,13 @@ fn redacted(urls: &str) -> String {
         .join(",")
 }
 
-/// Applies `auth` to connection options: one identity at most, TLS when a CA or a client
-/// certificate is given.
+/// Applies `auth` to connection options: one identity at most (with none given, the
+/// `user:password` or token of a server URL, as the nats CLI reads it), TLS when a CA or
+/// a client certificate is given.
 async fn with_auth(
     mut o: async_nats::ConnectOptions,
     auth: &NatsAuthArgs,
+    servers: &[String],
 ) -> anyhow::Result<async_nats::ConnectOptions> {
     let identities = [
         auth.nats_creds.is_some(),
@@ -81,7 +81,15 @@ async fn with_auth(
         auth.nats_user.is_some() || auth.nats_password.is_some(),
         auth.nats_token.is_some(),
     ];
-    if identities.iter().filter(|x| **x).count() > 1 {
+    let given = identities.iter().filter(|x| **x).count();
+    if given == 0 {
+        match url_credentials(servers) {
+            Some((user, Some(password))) => o = o.user_and_password(user, password),
+            Some((token, None)) => o = o.token(token),
+            None => {}
+        }
+    }
+    if given > 1 {
         bail!(
             "give one NATS identity: CARTWHEEL_NATS_CREDS, CARTWHEEL_NATS_NKEY, \
              CARTWHEEL_NATS_USER with CARTWHEEL_NATS_PASSWORD, or CARTWHEEL_NATS_TOKEN"
@@ -121,6 +129,9 @@ async fn with_auth(
     Ok(o)
 }
 
+/// Connects to NATS (`url` may list several servers, comma-separated). Retries for up to
+/// 30 s so processes may start before their NATS server, then fails with a clear error;
+/// refused credentials or certificates fail at once.
 async fn connect(url: &str, name: &str, auth: &NatsAuthArgs) -> anyhow::Result<async_nats::Client> {
     // A URL may carry a password: never in a log line.
     let shown = redacted(url);
@@ -140,22 +151,10 @@ async fn connect(url: &str, name: &str, auth: &NatsAuthArgs) -> anyhow::Result<a
             // noticed after two unanswered pings: within 2–3 s, not the default 2 minutes.
             .ping_interval(NATS_PING_INTERVAL)
             .connection_timeout(NATS_CONNECT_TIMEOUT);
-        let mut options = with_auth(options, auth).await?;
-        let given = auth.nats_creds.is_some()
-            || auth.nats_nkey.is_some()
-            || auth.nats_user.is_some()
-            || auth.nats_token.is_some();
-        if !given {
-            // `nats://user:password@host` (or `nats://token@host`) as the nats CLI reads it.
-            match url_credentials(&servers) {
-                Some((user, Some(password))) => {
-                    options = options.user_and_password(user, password);
-                }
-                Some((token, None)) => options = options.token(token),
-                None => {}
-            }
-        }
-        let attempt = options.connect(servers.clone()).await;
+        let attempt = with_auth(options, auth, &servers)
+            .await?
+            .connect(servers.clone())
+            .await;
         match attempt {
             Ok(c) => return Ok(c),
             // Refused credentials or certificates do not get better by waiting.
@@ -328,20 +327,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     // The private server requires its generated user and password.
     let auth = match &child {
-        Some(c) => NatsAuthArgs {
-            nats_user: Some(c.user.clone()),
-            nats_password: Some(c.password.clone()),
-            ..NatsAuthArgs::default()
-        },
-        None => args.nats_auth.clone(),
-    };
-    match &child {
-        Some(_) => tracing::info!(nats = %url, user = "cartwheel",
-            credentials = %args.data_dir.join("nats-credentials").display(), "private NATS ready (authentication on)"),
-        None => {
-            tracing::info!(nats = %redacted(&url), data_dir = %args.data_dir.display(), "NATS ready")
+        Some(c) => {
+            tracing::info!(nats = %url, user = %c.user,
+                credentials = %args.data_dir.join("nats-credentials").display(),
+                "private NATS ready (authentication on)");
+            NatsAuthArgs {
+                nats_user: Some(c.user.clone()),
+                nats_password: Some(c.password.clone()),
+                ..NatsAuthArgs::default()
+            }
         }
-    }
+        None => {
+            tracing::info!(nats = %redacted(&url), data_dir = %args.data_dir.display(), "NATS ready");
+            args.nats_auth.clone()
+        }
+    };
     let nats = connect(&url, "cartwheel-up", &auth).await?;
     let bus = bus(nats.clone(), &args.prefix, args.partitions)?;
     let node_id = up_node_id(&args)?;

@@ -8,7 +8,7 @@ mod common;
 
 use anyhow::{Context, ensure};
 use cartwheel_testkit::{NatsServer, free_port};
-use common::Proc;
+use common::{Proc, scrape};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -103,12 +103,6 @@ fn series(text: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_owned)
         .collect()
-}
-
-async fn scrape(url: &str) -> anyhow::Result<String> {
-    let res = reqwest::get(url).await?;
-    ensure!(res.status() == 200, "{url}: {}", res.status());
-    Ok(res.text().await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

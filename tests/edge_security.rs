@@ -46,9 +46,16 @@ fn hs256(claims: &Value, secret: &str) -> String {
 }
 
 fn rs256(claims: &Value, private_key: &str) -> String {
+    rs256_kid(claims, private_key, None)
+}
+
+/// An RS256 token signed with the fixture `private_key`, naming `kid` in its header.
+fn rs256_kid(claims: &Value, private_key: &str, kid: Option<&str>) -> String {
     let pem = std::fs::read(fixture(private_key)).unwrap_or_default();
     let key = EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|_| EncodingKey::from_secret(b"x"));
-    encode(&Header::new(Algorithm::RS256), claims, &key).unwrap_or_default()
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, &key).unwrap_or_default()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -695,21 +702,13 @@ async fn users_tokens_verify_against_the_identity_providers_jwks() -> anyhow::Re
         1,
         "fetched at start"
     );
-    let with_kid = |claims: &Value, kid: &str| {
-        let pem = std::fs::read(fixture("rsa_private.pem")).unwrap_or_default();
-        let key =
-            EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|_| EncodingKey::from_secret(b"x"));
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.to_owned());
-        encode(&header, claims, &key).unwrap_or_default()
-    };
     // The provider's key verifies a user's token: the user gets a cart of their own.
-    let alice = with_kid(&claims("alice", &[]), "idp-1");
+    let alice = rs256_kid(&claims("alice", &[]), "rsa_private.pem", Some("idp-1"));
     let r = call(&base, Method::POST, "/carts", Some(&alice), Some(json!({}))).await?;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["user_id"], "alice");
     // A kid the provider does not have, or a key it did not sign with: 401.
-    let unknown = with_kid(&claims("alice", &[]), "idp-9");
+    let unknown = rs256_kid(&claims("alice", &[]), "rsa_private.pem", Some("idp-9"));
     let r = call(
         &base,
         Method::POST,
@@ -719,16 +718,11 @@ async fn users_tokens_verify_against_the_identity_providers_jwks() -> anyhow::Re
     )
     .await?;
     assert_eq!(r.status, 401, "{}", r.body);
-    let forged = {
-        let pem = std::fs::read(fixture("rsa_other_private.pem"))?;
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some("idp-1".into());
-        encode(
-            &header,
-            &claims("alice", &[]),
-            &EncodingKey::from_rsa_pem(&pem)?,
-        )?
-    };
+    let forged = rs256_kid(
+        &claims("alice", &[]),
+        "rsa_other_private.pem",
+        Some("idp-1"),
+    );
     let r = call(
         &base,
         Method::POST,

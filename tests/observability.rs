@@ -7,7 +7,7 @@ mod common;
 
 use anyhow::Context;
 use cartwheel_testkit::{NatsServer, free_port, wait_for};
-use common::{Proc, WAIT, Ws};
+use common::{Proc, WAIT, Ws, scrape};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,19 +30,6 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         }
     }
     found
-}
-
-async fn scrape(url: &str) -> anyhow::Result<String> {
-    let res = reqwest::get(url).await?;
-    anyhow::ensure!(res.status() == 200, "{url}: {}", res.status());
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    anyhow::ensure!(ct.starts_with("text/plain"), "content type {ct}");
-    Ok(res.text().await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

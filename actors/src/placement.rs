@@ -846,7 +846,6 @@ impl Placement {
             .filter(|(owner, _)| *owner == Some(me.as_str()))
             .map(|(_, p)| p)
             .collect();
-        let desired_now = desired.clone();
         let to_release: Vec<u32> = self
             .held
             .keys()
@@ -865,7 +864,8 @@ impl Placement {
             self.handovers.push(handover);
         }
         let wanted: Vec<u32> = desired
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|p| !self.held.contains_key(p))
             // Retaking what this node held before an outage is always right; taking
             // others' partitions waits until the live set is complete again.
@@ -892,8 +892,8 @@ impl Placement {
             );
             self.heartbeat().await;
         }
-        let exactly_its_share = desired_now.len() == self.held.len()
-            && desired_now.iter().all(|p| self.held.contains_key(p));
+        let exactly_its_share =
+            desired.len() == self.held.len() && desired.iter().all(|p| self.held.contains_key(p));
         self.state
             .settled
             .store(settled && exactly_its_share, Ordering::Release);

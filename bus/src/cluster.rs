@@ -131,14 +131,11 @@ fn age_ms(created: time::OffsetDateTime) -> i64 {
 async fn bucket(js: &jetstream::Context, name: String) -> Result<Option<kv::Store>, BusError> {
     match js.get_key_value(name.clone()).await {
         Ok(store) => Ok(Some(store)),
+        Err(e) if crate::error::is_missing_bucket(&e) => Ok(None),
         Err(e) => {
-            let text = std::error::Error::source(&e)
+            let why = std::error::Error::source(&e)
                 .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
-            if text.contains("not found") {
-                Ok(None)
-            } else {
-                Err(BusError::Nats(format!("reading bucket {name}: {text}")))
-            }
+            Err(BusError::Nats(format!("reading bucket {name}: {why}")))
         }
     }
 }

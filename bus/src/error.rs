@@ -100,3 +100,17 @@ impl BusError {
         }
     }
 }
+
+/// Whether opening a KV bucket failed because its stream does not exist (as opposed to
+/// the server being unreachable, or the caller not being allowed to read it).
+pub fn is_missing_bucket(e: &async_nats::jetstream::context::KeyValueError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueErrorKind};
+    e.kind() == KeyValueErrorKind::GetBucket
+        && std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<GetStreamError>())
+            .is_some_and(|s| {
+                matches!(s.kind(), GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
+            })
+}

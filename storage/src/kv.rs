@@ -41,10 +41,9 @@ mod scan;
 
 use crate::error::StoreError;
 use crate::{EntityStore, Record, Revision, Stores, Versioned};
-use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, KeyValueErrorKind};
+use async_nats::jetstream;
 use async_nats::jetstream::kv::{self, EntryErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::StorageType;
-use async_nats::jetstream::{self, ErrorCode};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cartwheel_bus::codec;
@@ -343,7 +342,7 @@ async fn open_once(js: &jetstream::Context, config: &kv::Config) -> Result<kv::S
             warn_if_different(&store, config);
             return Ok(store);
         }
-        Err(e) if !is_missing_bucket(&e) => {
+        Err(e) if !cartwheel_bus::error::is_missing_bucket(&e) => {
             return Err(format!("opening KV bucket {name}: {e}"));
         }
         Err(_) => {}
@@ -386,18 +385,6 @@ async fn answering(
             }
         }
     }
-}
-
-/// Whether opening a bucket failed because its stream does not exist (as opposed to the
-/// server being unreachable).
-fn is_missing_bucket(e: &jetstream::context::KeyValueError) -> bool {
-    e.kind() == KeyValueErrorKind::GetBucket
-        && std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<GetStreamError>())
-            .is_some_and(|s| {
-                matches!(s.kind(), GetStreamErrorKind::JetStream(js)
-                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND)
-            })
 }
 
 fn warn_if_different(store: &kv::Store, wanted: &kv::Config) {

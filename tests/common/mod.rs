@@ -395,3 +395,17 @@ pub fn partitions_by_node(c: &Value) -> std::collections::BTreeMap<String, u64> 
         })
         .unwrap_or_default()
 }
+
+/// A Prometheus scrape of `url`: 200 and the text format, or an error saying which.
+pub async fn scrape(url: &str) -> anyhow::Result<String> {
+    let res = reqwest::get(url).await?;
+    anyhow::ensure!(res.status() == 200, "{url}: {}", res.status());
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    anyhow::ensure!(ct.starts_with("text/plain"), "content type {ct}");
+    Ok(res.text().await?)
+}
