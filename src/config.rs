@@ -108,37 +108,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// How a process authenticates to NATS and secures the connection (the names follow the
-/// `nats` CLI's). At most one identity: a `.creds` file, an NKey seed, a user and
-/// password, or a token.
-#[derive(Debug, Clone, Default, Args)]
-pub struct NatsAuthArgs {
-    /// A `.creds` file (decentralised JWT auth: the user JWT and its NKey seed).
-    #[arg(long, env = "CARTWHEEL_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// A file holding an NKey user seed (`SU…`).
-    #[arg(long, env = "CARTWHEEL_NATS_NKEY")]
-    pub nats_nkey: Option<PathBuf>,
-    /// User name (with `--nats-password`).
-    #[arg(long, env = "CARTWHEEL_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// Password of `--nats-user`.
-    #[arg(long, env = "CARTWHEEL_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// Authentication token.
-    #[arg(long, env = "CARTWHEEL_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-    /// PEM CA certificate(s) to verify the servers with; requires TLS.
-    #[arg(long, env = "CARTWHEEL_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// PEM client certificate (mTLS), with `--nats-tls-key`.
-    #[arg(long, env = "CARTWHEEL_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-    /// PEM private key of `--nats-tls-cert`.
-    #[arg(long, env = "CARTWHEEL_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
-}
-
 /// Settings every process shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -146,6 +115,7 @@ pub struct CommonArgs {
     #[arg(
         long,
         env = "CARTWHEEL_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
@@ -160,11 +130,11 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
     /// OTLP/HTTP collector to export traces to (e.g. `http://127.0.0.1:4318`); unset:
     /// no export (trace ids still travel and appear in the logs).
-    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
+    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
     /// NATS credentials and TLS.
     #[command(flatten)]
-    pub nats_auth: NatsAuthArgs,
+    pub nats_auth: cartwheel_bus::connect::NatsAuth,
 }
 
 /// How the edge authenticates callers.
@@ -181,11 +151,21 @@ pub enum AuthMode {
 pub struct NodeOpts {
     /// Store of orders, products and inventory: `nats` (NATS KV, the default) or a
     /// MongoDB URI (`mongodb://host:27017/cartwheel?replicaSet=rs0`).
-    #[arg(long, env = "CARTWHEEL_STORE", default_value = "nats")]
+    #[arg(
+        long,
+        env = "CARTWHEEL_STORE",
+        hide_env_values = true,
+        default_value = "nats"
+    )]
     pub store: String,
     /// Store of carts: `nats` (NATS KV, the default), a Redis URL
     /// (`redis://host:6379/0`) or a MongoDB URI.
-    #[arg(long, env = "CARTWHEEL_CART_STORE", default_value = "nats")]
+    #[arg(
+        long,
+        env = "CARTWHEEL_CART_STORE",
+        hide_env_values = true,
+        default_value = "nats"
+    )]
     pub cart_store: String,
     /// Seconds an untouched cart is kept in Redis (every write and load restarts the
     /// clock); 0 keeps carts forever. Redis only.
@@ -290,7 +270,7 @@ pub struct EdgeOpts {
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Use this NATS server instead of starting a private one.
-    #[arg(long, env = "CARTWHEEL_NATS_URL")]
+    #[arg(long, env = "CARTWHEEL_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Where the private nats-server keeps its data.
     #[arg(long, env = "CARTWHEEL_DATA_DIR", default_value = "./data")]
@@ -317,11 +297,11 @@ pub struct UpArgs {
     #[arg(long, env = "CARTWHEEL_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// OTLP/HTTP collector to export traces to; unset: no export.
-    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT")]
+    #[arg(long, env = "CARTWHEEL_OTLP_ENDPOINT", hide_env_values = true)]
     pub otlp_endpoint: Option<String>,
     /// NATS credentials and TLS (for `--nats-url`; the private server needs none).
     #[command(flatten)]
-    pub nats_auth: NatsAuthArgs,
+    pub nats_auth: cartwheel_bus::connect::NatsAuth,
     /// Node settings.
     #[command(flatten)]
     pub node: NodeOpts,

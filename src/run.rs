@@ -2,12 +2,13 @@
 //! SIGTERM, then stop in order — edge (stop accepting, finish requests), node (drain
 //! subscriptions, finish commands), NATS client (flush, drain), private nats-server.
 
-use crate::config::{CommonArgs, EdgeArgs, NatsAuthArgs, NodeArgs, NodeOpts, TokenArgs, UpArgs};
+use crate::config::{CommonArgs, EdgeArgs, NodeArgs, NodeOpts, TokenArgs, UpArgs};
 use crate::nats_child::NatsChild;
 use crate::public::{NodeExtras, Process, edge_config};
 use anyhow::{Context, bail};
 use cartwheel_actors::{Ctx, Faults, Node, NodeSettings, RulesPayment};
 use cartwheel_api::Edge;
+use cartwheel_bus::connect::{NatsAuth, redacted};
 use cartwheel_bus::events::StreamSettings;
 use cartwheel_bus::{BusClient, BusConfig, Names};
 use cartwheel_storage::kv::KvSettings;
@@ -20,170 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How often a client pings its NATS server; two pings without an answer end the
-/// connection and the client moves to another server of the cluster.
-const NATS_PING_INTERVAL: Duration = Duration::from_secs(1);
-/// How long one connect attempt (also a reconnect to one server) may take.
-const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Whether a connect error is a TLS handshake that failed on a certificate (unknown
-/// issuer, a client certificate the server wants): it comes wrapped in an I/O error.
-fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// The `user:password` (or a lone token) of the first URL that has one.
-fn url_credentials(servers: &[String]) -> Option<(String, Option<String>)> {
-    servers.iter().find_map(|url| {
-        let rest = url.split_once("://")?.1;
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        let (userinfo, _) = authority.rsplit_once('@')?;
-        Some(match userinfo.split_once(':') {
-            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
-            None => (userinfo.to_owned(), None),
-        })
-    })
-}
-
-/// NATS URL(s) as logs may show them: every password replaced by `***`.
-fn redacted(urls: &str) -> String {
-    urls.split(',')
-        .map(|u| cartwheel_storage::redact::redact(u.trim()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Applies `auth` to connection options: one identity at most (with none given, the
-/// `user:password` or token of a server URL, as the nats CLI reads it), TLS when a CA or
-/// a client certificate is given.
-async fn with_auth(
-    mut o: async_nats::ConnectOptions,
-    auth: &NatsAuthArgs,
-    servers: &[String],
-) -> anyhow::Result<async_nats::ConnectOptions> {
-    let identities = [
-        auth.nats_creds.is_some(),
-        auth.nats_nkey.is_some(),
-        auth.nats_user.is_some() || auth.nats_password.is_some(),
-        auth.nats_token.is_some(),
-    ];
-    let given = identities.iter().filter(|x| **x).count();
-    if given == 0 {
-        match url_credentials(servers) {
-            Some((user, Some(password))) => o = o.user_and_password(user, password),
-            Some((token, None)) => o = o.token(token),
-            None => {}
-        }
-    }
-    if given > 1 {
-        bail!(
-            "give one NATS identity: CARTWHEEL_NATS_CREDS, CARTWHEEL_NATS_NKEY, \
-             CARTWHEEL_NATS_USER with CARTWHEEL_NATS_PASSWORD, or CARTWHEEL_NATS_TOKEN"
-        );
-    }
-    if let Some(path) = &auth.nats_creds {
-        o = o
-            .credentials_file(path)
-            .await
-            .with_context(|| format!("reading NATS credentials {}", path.display()))?;
-    }
-    if let Some(path) = &auth.nats_nkey {
-        let seed = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the NKey seed {}", path.display()))?;
-        o = o.nkey(seed.trim().to_owned());
-    }
-    match (&auth.nats_user, &auth.nats_password) {
-        (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
-        (None, None) => {}
-        _ => bail!("CARTWHEEL_NATS_USER and CARTWHEEL_NATS_PASSWORD go together"),
-    }
-    if let Some(token) = &auth.nats_token {
-        o = o.token(token.clone());
-    }
-    if let Some(ca) = &auth.nats_tls_ca {
-        o = o.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    match (&auth.nats_tls_cert, &auth.nats_tls_key) {
-        (Some(cert), Some(key)) => {
-            o = o
-                .add_client_certificate(cert.clone(), key.clone())
-                .require_tls(true);
-        }
-        (None, None) => {}
-        _ => bail!("CARTWHEEL_NATS_TLS_CERT and CARTWHEEL_NATS_TLS_KEY go together"),
-    }
-    Ok(o)
-}
-
-/// Connects to NATS (`url` may list several servers, comma-separated). Retries for up to
-/// 30 s so processes may start before their NATS server, then fails with a clear error;
-/// refused credentials or certificates fail at once.
-async fn connect(url: &str, name: &str, auth: &NatsAuthArgs) -> anyhow::Result<async_nats::Client> {
-    // A URL may carry a password: never in a log line.
-    let shown = redacted(url);
-    let servers: Vec<String> = url
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if servers.is_empty() {
-        bail!("no NATS URL given");
-    }
-    let started = std::time::Instant::now();
-    loop {
-        let options = async_nats::ConnectOptions::new()
-            .name(name)
-            // A dead connection (a server gone without a FIN, a black-holed route) is
-            // noticed after two unanswered pings: within 2–3 s, not the default 2 minutes.
-            .ping_interval(NATS_PING_INTERVAL)
-            .connection_timeout(NATS_CONNECT_TIMEOUT);
-        let attempt = with_auth(options, auth, &servers)
-            .await?
-            .connect(servers.clone())
-            .await;
-        match attempt {
-            Ok(c) => return Ok(c),
-            // Refused credentials or certificates do not get better by waiting.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    async_nats::ConnectErrorKind::Authentication
-                        | async_nats::ConnectErrorKind::AuthorizationViolation
-                        | async_nats::ConnectErrorKind::Tls
-                ) || tls_refused(&e) =>
-            {
-                let hint = if tls_refused(&e) {
-                    " (TLS: check CARTWHEEL_NATS_TLS_CA, CARTWHEEL_NATS_TLS_CERT and CARTWHEEL_NATS_TLS_KEY)"
-                } else {
-                    " (check the NATS credentials)"
-                };
-                bail!("connecting to NATS at {shown} was refused: {e}{hint}");
-            }
-            Err(e) if started.elapsed() < Duration::from_secs(30) => {
-                tracing::warn!(url = %shown, error = %e, "NATS not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("connecting to NATS at {shown} (gave up after 30 s)")
-                });
-            }
-        }
-    }
+/// Connects to NATS as `name` (see [`cartwheel_bus::connect::connect`]).
+async fn connect(url: &str, name: &str, auth: &NatsAuth) -> anyhow::Result<async_nats::Client> {
+    Ok(cartwheel_bus::connect::connect(url, name, auth).await?)
 }
 
 fn bus(nats: async_nats::Client, prefix: &str, partitions: u32) -> anyhow::Result<BusClient> {
@@ -331,10 +171,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             tracing::info!(nats = %url, user = %c.user,
                 credentials = %args.data_dir.join("nats-credentials").display(),
                 "private NATS ready (authentication on)");
-            NatsAuthArgs {
+            NatsAuth {
                 nats_user: Some(c.user.clone()),
                 nats_password: Some(c.password.clone()),
-                ..NatsAuthArgs::default()
+                ..NatsAuth::default()
             }
         }
         None => {

@@ -1,12 +1,13 @@
 //! Keeps the load generator working: `cartwheel bench run all` at tiny scale (about a
-//! second per workload) against `cartwheel up`, then `cartwheel bench report` on its
-//! output. It checks that every scenario ran, succeeded and reported its fields — never
+//! second per workload) against `cartwheel up` with authentication on everywhere (a NATS
+//! user and password for the bench as for the node and edge, a bearer token from
+//! `cartwheel token` at the edge), then `cartwheel bench report` on its output. It checks that every scenario ran, succeeded and reported its fields — never
 //! how fast anything was (the machine is shared; timings are not a test).
 
 mod common;
 
 use anyhow::Context;
-use cartwheel_testkit::NatsServer;
+use cartwheel_testkit::{NatsServer, NatsServerOptions};
 use common::Proc;
 use serde_json::Value;
 use std::process::Stdio;
@@ -72,14 +73,34 @@ fn check_measurement(scenario: &str, m: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
+    const NATS_PASSWORD: &str = "bench-pa55-w0rd";
+    const JWT_SECRET: &str = "a-bench-secret-of-at-least-32-bytes!!";
+    let nats = NatsServer::start_with(NatsServerOptions {
+        extra_args: ["--user", "cw", "--pass", NATS_PASSWORD]
+            .map(String::from)
+            .to_vec(),
+        ..NatsServerOptions::default()
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
     let up = Proc::up(
         &dir.path().join("data"),
         &["--nats-url", &nats.url(), "--passivate-after-secs", "2"],
-        &[],
+        &[
+            ("CARTWHEEL_NATS_USER", "cw"),
+            ("CARTWHEEL_NATS_PASSWORD", NATS_PASSWORD),
+            ("CARTWHEEL_AUTH", "jwt"),
+            ("CARTWHEEL_JWT_HS256_SECRET", JWT_SECRET),
+        ],
     )
     .await?;
+    let token = tokio::process::Command::new(common::bin())
+        .args(["token", "--sub", "bench", "--role", "admin"])
+        .env("CARTWHEEL_JWT_HS256_SECRET", JWT_SECRET)
+        .output()
+        .await?;
+    anyhow::ensure!(token.status.success(), "cartwheel token: {token:?}");
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
     let base = up.base.clone().context("up has an edge")?;
     let out_file = dir.path().join("run.json");
     let args: Vec<String> = [
@@ -89,6 +110,12 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
         &base,
         "--nats-url",
         &nats.url(),
+        "--nats-user",
+        "cw",
+        "--nats-password",
+        NATS_PASSWORD,
+        "--token",
+        &token,
         "--node-pid",
         &up.child.pid().to_string(),
         "--durability",

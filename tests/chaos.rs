@@ -491,11 +491,27 @@ async fn main() -> anyhow::Result<()> {
     let apis: Vec<Api> = edges.iter().map(Proc::api).collect();
     let api = apis[0].clone();
     let live: Vec<String> = nodes.keys().cloned().collect();
-    anyhow::ensure!(
-        fair_share_after(&api, &live).await.is_some(),
-        "the first nodes never spread the partitions: {:?}",
-        spread(&api).await
-    );
+    if fair_share_after(&api, &live).await.is_none() {
+        // Say why: a node that exited at start says so at the end of its log.
+        let tails: Vec<String> = nodes
+            .iter()
+            .map(|(id, n)| {
+                let log = n.proc.child.log_contents();
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines
+                    .iter()
+                    .position(|l| l.starts_with("Error:"))
+                    .unwrap_or(lines.len().saturating_sub(5));
+                let to = (from + 6).min(lines.len());
+                format!("{id}:\n{}", lines[from..to].join("\n"))
+            })
+            .collect();
+        anyhow::bail!(
+            "the first nodes never spread the partitions: {:?}\n{}",
+            spread(&api).await,
+            tails.join("\n")
+        );
+    }
     api.product("HOT", 300, hot_stock).await?;
     api.product("COLD", 100, 1_000_000).await?;
     api.product("ADD", 10, 1_000_000).await?;

@@ -216,3 +216,49 @@ async fn the_private_server_of_up_requires_the_generated_password() -> anyhow::R
     assert!(!up.child.log_contents().contains(&password));
     Ok(())
 }
+
+/// `--help` shows where each setting comes from, never a secret's value: every variable
+/// that can carry one (passwords, tokens, URLs with user info, store URIs) is set to a
+/// marked value, and no subcommand's help prints it.
+#[tokio::test]
+async fn help_never_shows_a_secret_from_the_environment() -> anyhow::Result<()> {
+    const MARK: &str = "S3CRET-MARK";
+    let url = format!("nats://u:{MARK}@127.0.0.1:4222");
+    let mongo = format!("mongodb://app:{MARK}@db:27017/shop");
+    let redis = format!("redis://:{MARK}@cache:6379/0");
+    let envs = [
+        ("CARTWHEEL_NATS_URL", url.as_str()),
+        ("CARTWHEEL_NATS_PASSWORD", MARK),
+        ("CARTWHEEL_NATS_TOKEN", MARK),
+        ("CARTWHEEL_JWT_HS256_SECRET", MARK),
+        ("CARTWHEEL_STORE", mongo.as_str()),
+        ("CARTWHEEL_CART_STORE", redis.as_str()),
+        ("CARTWHEEL_RATE_LIMIT_REDIS", redis.as_str()),
+        ("CARTWHEEL_OTLP_ENDPOINT", url.as_str()),
+        ("CARTWHEEL_BENCH_TOKEN", MARK),
+    ];
+    for sub in [
+        &["up"][..],
+        &["node"],
+        &["edge"],
+        &["cluster"],
+        &["bench", "run"],
+        &["token"],
+    ] {
+        let out = tokio::process::Command::new(common::bin())
+            .args(sub)
+            .arg("--help")
+            .envs(envs)
+            .output()
+            .await?;
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{sub:?} --help: {out:?}");
+        // The help does name the variables (so the check looks at the right text).
+        assert!(help.contains("CARTWHEEL_"), "{sub:?} --help:\n{help}");
+        assert!(
+            !help.contains(MARK),
+            "{sub:?} --help shows a secret:\n{help}"
+        );
+    }
+    Ok(())
+}

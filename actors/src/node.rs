@@ -82,14 +82,16 @@ impl Node {
         let _ = first_rx.await;
 
         let queries = tokio::spawn({
-            let (nats, names, stores) = (
-                ctx.bus.nats().clone(),
-                ctx.names().clone(),
-                ctx.stores.clone(),
-            );
+            let q = query::Queries {
+                nats: ctx.bus.nats().clone(),
+                names: ctx.names().clone(),
+                stores: ctx.stores.clone(),
+                js: ctx.js.clone(),
+                partitions: ctx.bus.config().partitions,
+            };
             let (tracker, shutdown) = (tracker.clone(), shutdown.clone());
             async move {
-                if let Err(e) = query::serve(nats, names, stores, tracker, shutdown).await {
+                if let Err(e) = query::serve(q, tracker, shutdown).await {
                     tracing::error!(error = %e, "query subscription failed");
                 }
             }

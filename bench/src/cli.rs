@@ -58,9 +58,17 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "CARTWHEEL_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// NATS credentials and TLS (the same as the nodes' and edges').
+    #[command(flatten)]
+    pub nats_auth: cartwheel_bus::connect::NatsAuth,
+    /// Bearer token for an edge with auth on (`cartwheel token --sub bench --role admin`):
+    /// sent on every HTTP request and when opening `/ws`.
+    #[arg(long, env = "CARTWHEEL_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Subject prefix of the deployment.
     #[arg(long, env = "CARTWHEEL_PREFIX", default_value = "cw")]
     pub prefix: String,

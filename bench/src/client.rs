@@ -20,9 +20,18 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client for `base` (`http://127.0.0.1:8080`), with a connection pool.
-    pub fn new(base: &str) -> anyhow::Result<Http> {
+    /// A client for `base` (`http://127.0.0.1:8080`), with a connection pool; `token`
+    /// goes out as `Authorization: Bearer` on every request.
+    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Http> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(4096)
@@ -138,13 +147,18 @@ pub struct Ws {
 }
 
 impl Ws {
-    /// Connects to `{base}/ws` (`base` is the HTTP base URL).
-    pub async fn connect(base: &str) -> anyhow::Result<Ws> {
-        let url = format!(
+    /// Connects to `{base}/ws` (`base` is the HTTP base URL), with `token` as the `token`
+    /// query parameter (browsers cannot set headers on a WebSocket; the edge reads it
+    /// there).
+    pub async fn connect(base: &str, token: Option<&str>) -> anyhow::Result<Ws> {
+        let mut url = format!(
             "{}/ws",
             base.replacen("http://", "ws://", 1)
                 .replacen("https://", "wss://", 1)
         );
+        if let Some(token) = token {
+            url = format!("{url}?token={token}");
+        }
         let (stream, _) = tokio::time::timeout(
             REQUEST_TIMEOUT,
             tokio_tungstenite::connect_async(url.as_str()),

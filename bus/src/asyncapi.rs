@@ -7,8 +7,10 @@
 //! the wire. Bodies are MessagePack maps with named fields ([`crate::codec`]); the
 //! schemas describe them as JSON schemas, which is what a map with named fields is.
 
+use crate::cluster::{ClusterStatus, Location};
 use crate::messages::{
-    CartCommand, CatalogQuery, CheckoutReply, InventoryCommand, OrderCommand, OrdersQuery, Page,
+    CartCommand, CatalogQuery, CheckoutReply, ClusterStatusQuery, InventoryCommand, LocateQuery,
+    OrderCommand, OrdersQuery, Page,
 };
 use crate::names::{EVENT_KINDS, EntityKind, Names};
 use crate::{ApiError, headers};
@@ -155,6 +157,20 @@ pub fn document(names: &Names, version: &str) -> Value {
             "OrdersQuery",
             schema_of::<OrdersQuery>(&mut schemas),
             reply_of::<Page<Order>>(&mut schemas),
+        ),
+        (
+            "clusterStatusQuery",
+            names.query_cluster_status(),
+            "ClusterStatusQuery",
+            schema_of::<ClusterStatusQuery>(&mut schemas),
+            reply_of::<ClusterStatus>(&mut schemas),
+        ),
+        (
+            "locateQuery",
+            names.query_locate(),
+            "LocateQuery",
+            schema_of::<LocateQuery>(&mut schemas),
+            reply_of::<Location>(&mut schemas),
         ),
     ];
     for (id, address, name, request, reply) in queries {

@@ -527,14 +527,60 @@ impl BusClient {
             .await
     }
 
+    /// A read-side query: any node of the queue group answers, so a copy is sent to
+    /// another when the first has not answered within `hedge_after` (a node that is
+    /// paused, or busy, must not hold a read for the whole timeout).
+    async fn query<Req, Resp>(
+        &self,
+        subject: &str,
+        query: &Req,
+        request_id: &str,
+    ) -> Result<Resp, BusError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let timeout = self.config.request_timeout;
+        self.request_with(subject, query, request_id, None, Resend::Safe, timeout)
+            .await
+    }
+
     /// A product list.
     pub async fn catalog(
         &self,
         query: &CatalogQuery,
         request_id: &str,
     ) -> Result<Page<Product>, BusError> {
-        let subject = self.config.names.query_catalog();
-        self.request(&subject, query, request_id, self.config.request_timeout)
+        self.query(&self.config.names.query_catalog(), query, request_id)
+            .await
+    }
+
+    /// The cluster's status, from whichever node answers.
+    pub async fn cluster_status(
+        &self,
+        request_id: &str,
+    ) -> Result<crate::cluster::ClusterStatus, BusError> {
+        let query = crate::messages::ClusterStatusQuery {};
+        self.query(
+            &self.config.names.query_cluster_status(),
+            &query,
+            request_id,
+        )
+        .await
+    }
+
+    /// Where an entity lives right now, from whichever node answers.
+    pub async fn locate(
+        &self,
+        kind: EntityKind,
+        id: &str,
+        request_id: &str,
+    ) -> Result<crate::cluster::Location, BusError> {
+        let query = crate::messages::LocateQuery {
+            kind: kind.as_str().to_owned(),
+            id: id.to_owned(),
+        };
+        self.query(&self.config.names.query_locate(), &query, request_id)
             .await
     }
 
@@ -544,8 +590,7 @@ impl BusClient {
         query: &OrdersQuery,
         request_id: &str,
     ) -> Result<Page<Order>, BusError> {
-        let subject = self.config.names.query_orders();
-        self.request(&subject, query, request_id, self.config.request_timeout)
+        self.query(&self.config.names.query_orders(), query, request_id)
             .await
     }
 }

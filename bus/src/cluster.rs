@@ -61,6 +61,7 @@ pub struct LeaseAnswer {
 }
 
 /// One node as the status shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node id.
@@ -78,6 +79,7 @@ pub struct NodeStatus {
 }
 
 /// One partition lease.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseStatus {
     /// The partition.
@@ -89,6 +91,7 @@ pub struct LeaseStatus {
 }
 
 /// The whole picture: `GET /cluster`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// Partition count of the cluster.
@@ -102,6 +105,7 @@ pub struct ClusterStatus {
 }
 
 /// Where an entity lives now: `GET /cluster/locate/{kind}/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Location {
     /// `cart`, `order` or `inventory`.

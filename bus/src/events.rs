@@ -53,7 +53,7 @@ pub async fn ensure_streams(
         loop {
             match js.get_or_create_stream(config.clone()).await {
                 Ok(_) => break,
-                Err(e) if started.elapsed() >= STREAM_READY_WAIT => {
+                Err(e) if started.elapsed() >= crate::STARTUP_WAIT => {
                     return Err(BusError::Nats(format!("event stream {kind}: {e}")));
                 }
                 Err(e) => {
@@ -65,9 +65,6 @@ pub async fn ensure_streams(
     }
     Ok(())
 }
-
-/// How long a node waits, at start, for the event streams to open.
-const STREAM_READY_WAIT: Duration = Duration::from_secs(15);
 
 /// Publishes one event and waits for JetStream's acknowledgement.
 pub async fn publish(

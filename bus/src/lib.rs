@@ -9,6 +9,8 @@
 //! * [`client`] is the request client: deadline, bounded retry on "no responders", typed
 //!   errors.
 //! * `asyncapi` (feature `openapi`) is the AsyncAPI document of all of the above.
+//! * [`connect`] connects every process to NATS the same way (credentials, TLS, waits);
+//!   [`redact`] hides passwords in URLs.
 //! * [`events`] sets up the JetStream event streams and publishes events with
 //!   `Nats-Msg-Id` de-duplication.
 
@@ -17,12 +19,22 @@ pub mod asyncapi;
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod connect;
 pub mod error;
 pub mod events;
 pub mod headers;
 pub mod messages;
 pub mod names;
+pub mod redact;
 
 pub use client::{BusClient, BusConfig, Resend};
 pub use error::{ApiError, BusError};
 pub use names::Names;
+
+/// How long a process waits at start for a JetStream bucket or stream to open and answer
+/// before it gives up with an error. A fresh replicated cluster, one electing a leader,
+/// or several nodes creating the same buckets at once on a busy machine answer the first
+/// requests with timeouts (each up to the JetStream request timeout), so this is several
+/// of those long: a node that starts beside its NATS servers waits for them instead of
+/// exiting.
+pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);

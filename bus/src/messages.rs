@@ -189,3 +189,20 @@ pub struct OrdersQuery {
     #[serde(default)]
     pub cursor: Option<String>,
 }
+
+/// The cluster's status (`{prefix}.query.cluster.status`) → `cluster::ClusterStatus`,
+/// answered by any node from the placement buckets, so that an edge needs no JetStream
+/// rights of its own.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusQuery {}
+
+/// Where one entity lives (`{prefix}.query.cluster.locate`) → `cluster::Location`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocateQuery {
+    /// `cart`, `order` or `inventory`.
+    pub kind: String,
+    /// The entity's id.
+    pub id: String,
+}

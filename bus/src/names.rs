@@ -140,6 +140,16 @@ impl Names {
         format!("{}.query.orders", self.prefix)
     }
 
+    /// The cluster status query subject (answered from the placement buckets).
+    pub fn query_cluster_status(&self) -> String {
+        format!("{}.query.cluster.status", self.prefix)
+    }
+
+    /// The locate query subject: which partition and node an entity lives on.
+    pub fn query_locate(&self) -> String {
+        format!("{}.query.cluster.locate", self.prefix)
+    }
+
     /// The queue group every node joins for read-side queries.
     pub fn query_queue_group(&self) -> String {
         format!("{}-query", self.prefix)
@@ -232,6 +242,8 @@ mod tests {
         assert_eq!(n.entity_partition(EntityKind::Cart, 5), "cw.cart.5.*");
         assert_eq!(n.query_catalog(), "cw.query.catalog");
         assert_eq!(n.query_orders(), "cw.query.orders");
+        assert_eq!(n.query_cluster_status(), "cw.query.cluster.status");
+        assert_eq!(n.query_locate(), "cw.query.cluster.locate");
         assert_eq!(n.query_queue_group(), "cw-query");
         assert_eq!(n.entity_queue_group(EntityKind::Cart), "cw-cart");
         assert_eq!(n.event("cart", "c1"), "cw.evt.cart.c1");

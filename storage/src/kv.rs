@@ -312,8 +312,9 @@ async fn open_bucket(
 /// returns it once it answers a read. A fresh replicated cluster, or one electing a
 /// leader, answers the first bucket requests with timeouts and "no responders", and
 /// several nodes may be creating the same bucket at once: every step is retried for up
-/// to 15 s instead of failing the node's start. An existing bucket is used as it is (a
-/// warning says when its history or replicas differ from `config`).
+/// to [`cartwheel_bus::STARTUP_WAIT`] instead of failing the node's start. An existing
+/// bucket is used as it is (a warning says when its history or replicas differ from
+/// `config`).
 pub async fn open_or_create(
     js: &jetstream::Context,
     config: kv::Config,
@@ -323,7 +324,7 @@ pub async fn open_or_create(
     loop {
         match open_once(js, &config).await {
             Ok(store) => return answering(store, &name, started).await,
-            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
+            Err(e) if started.elapsed() >= cartwheel_bus::STARTUP_WAIT => {
                 return Err(StoreError::Unavailable(e));
             }
             Err(e) => {
@@ -360,9 +361,6 @@ async fn open_once(js: &jetstream::Context, config: &kv::Config) -> Result<kv::S
     }
 }
 
-/// How long a node waits, at start, for a bucket to open and answer reads.
-const BUCKET_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Returns `store` once it answers a read. A replicated bucket just created (or whose
 /// stream is electing a leader) answers "no responders" for a moment; a node must not
 /// take partitions, and answer 503s, before its buckets can be read.
@@ -374,7 +372,7 @@ async fn answering(
     loop {
         match store.entry("ready-probe").await {
             Ok(_) => return Ok(store),
-            Err(e) if started.elapsed() >= BUCKET_READY_WAIT => {
+            Err(e) if started.elapsed() >= cartwheel_bus::STARTUP_WAIT => {
                 return Err(StoreError::Unavailable(format!(
                     "KV bucket {name} does not answer reads: {e}"
                 )));

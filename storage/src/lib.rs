@@ -23,7 +23,8 @@ pub mod kv;
 pub mod memory;
 pub mod mongo;
 pub mod query;
-pub mod redact;
+/// Connection URLs without their passwords (kept in `cartwheel_bus`, shared by every crate).
+pub use cartwheel_bus::redact;
 pub mod redis;
 pub mod select;
 
@@ -33,8 +34,8 @@ use cartwheel_domain::{Cart, Event, Inventory, Order, Product};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub use cartwheel_bus::redact::redact;
 pub use error::StoreError;
-pub use redact::redact;
 
 /// A backend's opaque write token: NATS KV's revision, or the document version elsewhere.
 pub type Revision = u64;

@@ -1,17 +1,17 @@
 //! `/cluster` (live nodes, partitions per node, lease ages, live actors) and
-//! `/cluster/locate/{kind}/{id}` (where an entity lives right now), read from the
-//! placement buckets the nodes keep in NATS KV.
+//! `/cluster/locate/{kind}/{id}` (where an entity lives right now), asked of any node
+//! over `{prefix}.query.cluster.*`: the nodes read the placement buckets they keep in
+//! NATS KV, which an edge with least-privilege credentials may not read itself.
 
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, RequestId};
 use crate::openapi::Errors;
 use crate::routes::valid_id;
 use crate::state::AppState;
 use axum::extract::State;
-use cartwheel_bus::cluster::{self, ClusterStatus, Location};
+use cartwheel_bus::cluster::{ClusterStatus, Location};
 use cartwheel_bus::names::EntityKind;
-use cartwheel_domain::ErrorCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,10 +19,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(status))
         .routes(routes!(locate))
-}
-
-fn js(state: &AppState) -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(state.bus().nats().clone())
 }
 
 /// The cluster's status: live nodes, partitions per node, lease ages, live actors
@@ -33,16 +29,10 @@ fn js(state: &AppState) -> async_nats::jetstream::Context {
 async fn status(
     State(state): State<AppState>,
     caller: Caller,
+    rid: RequestId,
 ) -> Result<Json<ClusterStatus>, AppError> {
     caller.admin()?;
-    let bus = state.bus();
-    cluster::status(&js(&state), bus.names(), bus.config().partitions)
-        .await
-        .map(Json)
-        .map_err(|e| {
-            AppError::new(ErrorCode::Unavailable, "cluster status unavailable")
-                .with_detail(e.to_string())
-        })
+    Ok(Json(state.bus().cluster_status(rid.as_str()).await?))
 }
 
 /// Where an entity lives right now: `{"kind","id","partition","node"}` (admin when auth
@@ -54,18 +44,12 @@ async fn status(
 async fn locate(
     State(state): State<AppState>,
     caller: Caller,
+    rid: RequestId,
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<Location>, AppError> {
     caller.admin()?;
     let kind = EntityKind::parse(&kind)
         .ok_or_else(|| AppError::invalid("kind must be cart, order or inventory"))?;
     valid_id("id", &id)?;
-    let bus = state.bus();
-    cluster::locate(&js(&state), bus.names(), bus.config().partitions, kind, &id)
-        .await
-        .map(Json)
-        .map_err(|e| {
-            AppError::new(ErrorCode::Unavailable, "cluster status unavailable")
-                .with_detail(e.to_string())
-        })
+    Ok(Json(state.bus().locate(kind, &id, rid.as_str()).await?))
 }

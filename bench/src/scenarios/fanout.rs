@@ -59,7 +59,7 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
         .map(|_| {
             let cart = cart.clone();
             async move {
-                let mut ws = Ws::connect(ctx.http.base()).await?;
+                let mut ws = Ws::connect(ctx.http.base(), ctx.args.token.as_deref()).await?;
                 let frame = format!(r#"{{"id":1,"op":"subscribe","cart_id":"{cart}"}}"#);
                 ws.request(1, frame)
                     .await

@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     let responder_conn = ctx.connect_nats().await?;
     let responder = EchoResponder::start(&responder_conn, &format!("{}h", ctx.run_id)).await?;
     let raw = RawEdge::start(ctx.connect_nats().await?, responder.subject.clone()).await?;
-    let raw_http = Http::new(&raw.base())?;
+    let raw_http = Http::new(&raw.base(), None)?;
     let body = format!(r#"{{"sku":"{}","qty":1}}"#, skus[0]);
     let echo = load::run(
         &ctx.spec(

@@ -44,7 +44,7 @@ impl Ctx {
     /// A context for `args`.
     pub fn new(args: RunArgs) -> anyhow::Result<Ctx> {
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let http = Http::new(&args.target)?;
+        let http = Http::new(&args.target, args.token.as_deref())?;
         Ok(Ctx {
             args,
             run_id,
@@ -63,11 +63,12 @@ impl Ctx {
 
     /// A new NATS connection of its own.
     pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
-            .name("cartwheel-bench")
-            .connect(&self.args.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", self.args.nats_url))
+        Ok(cartwheel_bus::connect::connect(
+            &self.args.nats_url,
+            "cartwheel-bench",
+            &self.args.nats_auth,
+        )
+        .await?)
     }
 
     /// A bus client speaking to the deployment's nodes.

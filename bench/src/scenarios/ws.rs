@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     let responder_conn = ctx.connect_nats().await?;
     let responder = EchoResponder::start(&responder_conn, &format!("{}w", ctx.run_id)).await?;
     let raw = RawEdge::start(ctx.connect_nats().await?, responder.subject.clone()).await?;
-    let sockets = connect_all(&raw.base(), ctx.args.concurrency).await?;
+    let sockets = connect_all(&raw.base(), None, ctx.args.concurrency).await?;
     let frame = format!(
         r#"{{"id":1,"op":"add_item","cart_id":"{}","sku":"{}","qty":1}}"#,
         carts[0], skus[0]
@@ -43,7 +43,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     drop(raw);
     drop(responder);
 
-    let sockets = connect_all(ctx.http.base(), ctx.args.concurrency).await?;
+    let sockets = connect_all(
+        ctx.http.base(),
+        ctx.args.token.as_deref(),
+        ctx.args.concurrency,
+    )
+    .await?;
     let (carts, skus) = (Arc::new(carts), Arc::new(skus));
     let system = load::run(
         &ctx.spec(
@@ -78,11 +83,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     })
 }
 
-/// `n` sockets to `{base}/ws`, opened a few at a time.
-pub async fn connect_all(base: &str, n: usize) -> anyhow::Result<Vec<Ws>> {
+/// `n` sockets to `{base}/ws`, opened a few at a time, with `token` when the edge wants one.
+pub async fn connect_all(base: &str, token: Option<&str>, n: usize) -> anyhow::Result<Vec<Ws>> {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(0..n.max(1))
-        .map(|_| Ws::connect(base))
+        .map(|_| Ws::connect(base, token))
         .buffer_unordered(32)
         .try_collect()
         .await
