@@ -234,12 +234,26 @@ pub struct EdgeOpts {
     /// (at most every 10 s) and every 15 min, the last good set kept when a fetch fails.
     #[arg(long, env = "CARTWHEEL_JWT_JWKS_URL")]
     pub jwt_jwks_url: Option<String>,
+    /// PEM CA certificate(s) to trust for the JWKS endpoint besides the web PKI roots (a
+    /// provider behind a private CA).
+    #[arg(long, env = "CARTWHEEL_JWT_JWKS_CA")]
+    pub jwt_jwks_ca: Option<PathBuf>,
     /// Required `iss` claim.
     #[arg(long, env = "CARTWHEEL_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim.
     #[arg(long, env = "CARTWHEEL_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Development only: the shop page offers "demo shopper" and "demo admin" sign-in,
+    /// and `POST /auth/demo` issues their tokens under the HS256 secret. Needs
+    /// CARTWHEEL_AUTH=jwt with CARTWHEEL_JWT_HS256_SECRET; refused with a JWKS URL.
+    #[arg(long, env = "CARTWHEEL_DEMO_SIGN_IN", default_value_t = false)]
+    pub demo_sign_in: bool,
+    /// The identity provider's login URL for the shop page (an OpenID Connect
+    /// authorization request that returns the token in the URL fragment; see the README,
+    /// "Signing in").
+    #[arg(long, env = "CARTWHEEL_LOGIN_URL")]
+    pub login_url: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`, in seconds.
     #[arg(long, env = "CARTWHEEL_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,

@@ -7,7 +7,10 @@ use crate::config::{AuthMode, EdgeOpts};
 use anyhow::{Context, bail};
 use cartwheel_actors::Node;
 use cartwheel_actors::discovery::{self, Registration};
-use cartwheel_api::{Auth, EdgeConfig, JwtSettings, JwtVerifier, Metrics, Rate, RateLimiter};
+use cartwheel_api::auth::TokenIssuer;
+use cartwheel_api::{
+    Auth, EdgeConfig, JwtSettings, JwtVerifier, Metrics, Rate, RateLimiter, SignIn,
+};
 use cartwheel_bus::BusClient;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -69,14 +72,24 @@ pub async fn edge_config(
                 ),
                 None => None,
             };
+            let jwks_ca = match &opts.jwt_jwks_ca {
+                Some(path) => Some(
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
             let jwks = match &opts.jwt_jwks_url {
                 Some(url) => Some(
-                    cartwheel_api::jwks::Jwks::start(
+                    cartwheel_api::jwks::Jwks::start_with_ca(
                         url,
                         cartwheel_api::jwks::JwksTiming::default(),
+                        jwks_ca.as_deref(),
                     )
                     .await?,
                 ),
+                None if jwks_ca.is_some() => {
+                    bail!("CARTWHEEL_JWT_JWKS_CA is set without CARTWHEEL_JWT_JWKS_URL")
+                }
                 None => None,
             };
             let verifier = JwtVerifier::new(&JwtSettings {
@@ -91,6 +104,7 @@ pub async fn edge_config(
             Auth::Jwt(Arc::new(verifier))
         }
     };
+    let sign_in = sign_in(opts, &auth)?;
     let rps = opts.rate_limit_rps.unwrap_or(match process {
         Process::Up => 0,
         Process::Edge => EDGE_DEFAULT_RPS,
@@ -150,6 +164,50 @@ pub async fn edge_config(
             .filter(|o| !o.is_empty())
             .collect(),
         ws_max_per_user: opts.ws_max_per_user.max(1),
+        sign_in,
+    })
+}
+
+/// How browsers sign in: the demo sign-in (development only, under the HS256 secret)
+/// and the identity provider's login URL, each checked against the auth settings.
+fn sign_in(opts: &EdgeOpts, auth: &Auth) -> anyhow::Result<SignIn> {
+    if (opts.demo_sign_in || opts.login_url.is_some()) && !auth.is_on() {
+        bail!(
+            "CARTWHEEL_DEMO_SIGN_IN and CARTWHEEL_LOGIN_URL need CARTWHEEL_AUTH=jwt: with auth \
+             off there is nothing to sign in to"
+        );
+    }
+    let demo = if opts.demo_sign_in {
+        if opts.jwt_jwks_url.is_some() {
+            bail!(
+                "CARTWHEEL_DEMO_SIGN_IN is for development and is refused together with \
+                 CARTWHEEL_JWT_JWKS_URL: with an identity provider, people sign in there \
+                 (CARTWHEEL_LOGIN_URL)"
+            );
+        }
+        let Some(secret) = &opts.jwt_hs256_secret else {
+            bail!("CARTWHEEL_DEMO_SIGN_IN needs CARTWHEEL_JWT_HS256_SECRET to sign its tokens");
+        };
+        tracing::warn!(
+            "demo sign-in is ON (CARTWHEEL_DEMO_SIGN_IN): anyone can sign in as a demo admin; \
+             never on the public internet"
+        );
+        Some(Arc::new(TokenIssuer::new(
+            secret,
+            opts.jwt_issuer.clone(),
+            opts.jwt_audience.clone(),
+        )?))
+    } else {
+        None
+    };
+    if let Some(url) = &opts.login_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        bail!("CARTWHEEL_LOGIN_URL must be an http(s) URL, got {url:?}");
+    }
+    Ok(SignIn {
+        demo,
+        login_url: opts.login_url.clone(),
     })
 }
 

@@ -345,28 +345,13 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
             "set CARTWHEEL_JWT_HS256_SECRET (or --jwt-hs256-secret): the secret the edge verifies with"
         );
     };
-    if secret.len() < 32 {
-        bail!("CARTWHEEL_JWT_HS256_SECRET must be at least 32 bytes, as the edge requires");
-    }
-    cartwheel_domain::validate::id("sub", &args.sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let mut claims = serde_json::json!({
-        "sub": args.sub,
-        "roles": args.roles,
-        "iat": now,
-        "exp": now + args.ttl.as_secs(),
-    });
-    if let Some(iss) = &args.jwt_issuer {
-        claims["iss"] = iss.clone().into();
-    }
-    if let Some(aud) = &args.jwt_audience {
-        claims["aud"] = aud.clone().into();
-    }
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
+    let issuer = cartwheel_api::auth::TokenIssuer::new(
+        secret,
+        args.jwt_issuer.clone(),
+        args.jwt_audience.clone(),
+    )?;
+    let issued = issuer
+        .issue(&args.sub, &args.roles, args.ttl)
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(issued.token)
 }

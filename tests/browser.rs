@@ -1,6 +1,8 @@
 //! The shop page at `/` in a real browser: starts `cartwheel up`, then runs the Playwright
-//! script `tests/browser/run.mjs` (headless Debian Chromium, two pages on one cart, see the
-//! script for the steps) against it and asserts its exit status. Screenshots go to
+//! script `tests/browser/run.mjs` (headless Debian Chromium, see the script for the steps)
+//! against it and asserts its exit status — once with auth off (two pages on one cart),
+//! once with JWT auth and the demo sign-in on (sign in, shop, a cart closed to another
+//! person). The two runs take turns: one Chromium at a time. Screenshots go to
 //! `test-artifacts/browser/`.
 //!
 //! Needs `node` (20+), `tests/browser/node_modules` (`scripts/setup` runs `npm ci` there)
@@ -73,8 +75,33 @@ fn node() -> anyhow::Result<PathBuf> {
     Ok(node)
 }
 
+/// One browser run at a time (two Chromiums on two cores would only slow both).
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_page_works_in_headless_chromium() -> anyhow::Result<()> {
+    run_page("open", &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_page_signs_in_and_shops_with_auth_on() -> anyhow::Result<()> {
+    run_page(
+        "auth",
+        &[
+            ("CARTWHEEL_AUTH", "jwt"),
+            (
+                "CARTWHEEL_JWT_HS256_SECRET",
+                "a-browser-test-secret-of-32-bytes-or-more",
+            ),
+            ("CARTWHEEL_DEMO_SIGN_IN", "true"),
+        ],
+    )
+    .await
+}
+
+/// Starts `cartwheel up` with `envs` and runs `run.mjs` in `mode` against it.
+async fn run_page(mode: &str, envs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let _turn = ONE_BROWSER.lock().await;
     let Some(chromium) = chromium() else {
         let required = std::env::var("CARTWHEEL_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
         loud(&format!(
@@ -101,7 +128,7 @@ async fn the_shop_page_works_in_headless_chromium() -> anyhow::Result<()> {
     }
 
     let dir = tempfile::tempdir()?;
-    let up = Proc::up(&dir.path().join("data"), &[], &[]).await?;
+    let up = Proc::up(&dir.path().join("data"), &[], envs).await?;
     let base = up.base.clone().context("the edge's base URL")?;
     let artifacts = root.join("test-artifacts/browser");
     std::fs::create_dir_all(&artifacts)?;
@@ -113,6 +140,7 @@ async fn the_shop_page_works_in_headless_chromium() -> anyhow::Result<()> {
         .arg(&script)
         .arg(&base)
         .arg(&artifacts)
+        .arg(mode)
         .env("CARTWHEEL_CHROMIUM", &chromium)
         .current_dir(&root)
         .kill_on_drop(true)
@@ -129,7 +157,7 @@ async fn the_shop_page_works_in_headless_chromium() -> anyhow::Result<()> {
         }
     };
     loud(&format!(
-        "browser tests: {} in {:.1} s; screenshots in {}",
+        "browser tests ({mode}): {} in {:.1} s; screenshots in {}",
         if status.success() { "passed" } else { "FAILED" },
         started.elapsed().as_secs_f64(),
         artifacts.display()

@@ -799,3 +799,164 @@ async fn cartwheel_token_prints_tokens_the_edge_accepts() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// The exit of `cartwheel edge` with `envs` (NATS unreachable: settings fail first).
+async fn refused_start(envs: &[(&str, &str)], says: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("edge.log");
+    let mut all = vec![
+        ("RUST_BACKTRACE", "0"),
+        ("CARTWHEEL_NATS_URL", "nats://127.0.0.1:1"),
+    ];
+    all.extend_from_slice(envs);
+    let mut edge = cartwheel_testkit::ChildProcess::spawn(common::bin(), ["edge"], all, &log)?;
+    let status = edge.wait_exit(WAIT).await?.context("edge did not exit")?;
+    assert!(!status.success(), "{envs:?} started");
+    assert!(
+        edge.log_contents().contains(says),
+        "{}",
+        edge.log_contents()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sign_in_is_for_development_and_issues_working_tokens() -> anyhow::Result<()> {
+    // Refused with an identity provider, without a secret to sign with, and with auth off.
+    let key = fixture("rsa_public.pem").display().to_string();
+    refused_start(
+        &[
+            ("CARTWHEEL_AUTH", "jwt"),
+            ("CARTWHEEL_JWT_HS256_SECRET", SECRET),
+            ("CARTWHEEL_JWT_JWKS_URL", "http://127.0.0.1:9/certs"),
+            ("CARTWHEEL_DEMO_SIGN_IN", "true"),
+        ],
+        "refused together with CARTWHEEL_JWT_JWKS_URL",
+    )
+    .await?;
+    refused_start(
+        &[
+            ("CARTWHEEL_AUTH", "jwt"),
+            ("CARTWHEEL_JWT_PUBLIC_KEY_FILE", key.as_str()),
+            ("CARTWHEEL_DEMO_SIGN_IN", "true"),
+        ],
+        "needs CARTWHEEL_JWT_HS256_SECRET",
+    )
+    .await?;
+    refused_start(
+        &[
+            ("CARTWHEEL_AUTH", "off"),
+            ("CARTWHEEL_DEMO_SIGN_IN", "true"),
+        ],
+        "need CARTWHEEL_AUTH=jwt",
+    )
+    .await?;
+
+    // Off by default: the page is told so, and the route does nothing.
+    let dir = tempfile::tempdir()?;
+    let plain = secured(&dir, &[]).await?;
+    let base = plain.api().base.clone();
+    let r = call(&base, Method::GET, "/auth/config", None, None).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        json!({"auth": "jwt", "demo": false, "login_url": null})
+    );
+    let r = call(
+        &base,
+        Method::POST,
+        "/auth/demo",
+        None,
+        Some(json!({"role": "admin"})),
+    )
+    .await?;
+    assert_eq!(r.status, 404, "{}", r.body);
+    plain.terminate().await?;
+
+    // On: each sign-in is a new user; the admin's token may write the catalog, the
+    // shopper's may not; a bad role changes nothing.
+    let dir = tempfile::tempdir()?;
+    let demo = secured(
+        &dir,
+        &[
+            ("CARTWHEEL_DEMO_SIGN_IN", "true"),
+            (
+                "CARTWHEEL_LOGIN_URL",
+                "https://id.example/auth?client_id=shop",
+            ),
+        ],
+    )
+    .await?;
+    let base = demo.api().base.clone();
+    let r = call(&base, Method::GET, "/auth/config", None, None).await?;
+    assert_eq!(
+        r.body,
+        json!({"auth": "jwt", "demo": true, "login_url": "https://id.example/auth?client_id=shop"})
+    );
+    let admin = call(
+        &base,
+        Method::POST,
+        "/auth/demo",
+        None,
+        Some(json!({"role": "admin"})),
+    )
+    .await?;
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert_eq!(admin.body["roles"], json!(["admin"]));
+    let admin_token = admin.body["token"].as_str().context("token")?.to_owned();
+    stock(&base, &admin_token, "DEMO-1", 3).await?;
+    let shopper = call(
+        &base,
+        Method::POST,
+        "/auth/demo",
+        None,
+        Some(json!({"role": "shopper"})),
+    )
+    .await?;
+    let shopper_id = shopper.body["user_id"]
+        .as_str()
+        .context("user_id")?
+        .to_owned();
+    assert!(shopper_id.starts_with("demo-shopper-"), "{shopper_id}");
+    let shopper_token = shopper.body["token"].as_str().context("token")?.to_owned();
+    let again = call(
+        &base,
+        Method::POST,
+        "/auth/demo",
+        None,
+        Some(json!({"role": "shopper"})),
+    )
+    .await?;
+    assert_ne!(again.body["user_id"], shopper.body["user_id"]);
+    let cart = call(
+        &base,
+        Method::POST,
+        "/carts",
+        Some(&shopper_token),
+        Some(json!({})),
+    )
+    .await?;
+    assert_eq!(cart.status, 201, "{}", cart.body);
+    assert_eq!(cart.body["user_id"], shopper_id.as_str());
+    let write = call(
+        &base,
+        Method::PUT,
+        "/inventory/DEMO-1",
+        Some(&shopper_token),
+        Some(json!({"on_hand": 99})),
+    )
+    .await?;
+    assert_eq!(write.status, 403, "{}", write.body);
+    let bad = call(
+        &base,
+        Method::POST,
+        "/auth/demo",
+        None,
+        Some(json!({"role": "root"})),
+    )
+    .await?;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["error"]["code"], "invalid_input");
+    demo.terminate().await?;
+    Ok(())
+}

@@ -237,6 +237,89 @@ impl JwtVerifier {
 }
 
 /// Decodes and checks a token with one key and its rules.
+/// Signs HS256 tokens the edge accepts under the same secret: `cartwheel token` and the
+/// demo sign-in (`POST /auth/demo`). Its `Debug` never shows the secret.
+pub struct TokenIssuer {
+    key: jsonwebtoken::EncodingKey,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// `sub` is not a valid user id.
+    #[error("sub: {0}")]
+    Subject(String),
+    /// The signature could not be made.
+    #[error("signing the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// A token just issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The compact JWT.
+    pub token: String,
+    /// When it expires (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+impl TokenIssuer {
+    /// An issuer for `secret` (at least 32 bytes, as the verifier requires) that puts
+    /// `issuer` and `audience` in its tokens when given.
+    pub fn new(
+        secret: &str,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<TokenIssuer, AuthSetupError> {
+        if secret.len() < 32 {
+            return Err(AuthSetupError::WeakSecret);
+        }
+        Ok(TokenIssuer {
+            key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            issuer,
+            audience,
+        })
+    }
+
+    /// A token for `sub` with `roles`, valid for `ttl` from now.
+    pub fn issue(&self, sub: &str, roles: &[String], ttl: Duration) -> Result<Issued, IssueError> {
+        validate::id("sub", sub).map_err(|e| IssueError::Subject(e.to_string()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let expires_at = now.saturating_add(ttl.as_secs());
+        let mut claims = serde_json::json!({
+            "sub": sub,
+            "roles": roles,
+            "iat": now,
+            "exp": expires_at,
+        });
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = iss.clone().into();
+        }
+        if let Some(aud) = &self.audience {
+            claims["aud"] = aud.clone().into();
+        }
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &self.key,
+        )?;
+        Ok(Issued { token, expires_at })
+    }
+}
+
 fn claims(token: &str, key: &DecodingKey, rules: &Validation) -> Result<User, Refusal> {
     let data = jsonwebtoken::decode::<Claims>(token, key, rules).map_err(|e| {
         tracing::debug!(error = %e, "token refused");

@@ -95,6 +95,17 @@ impl Jwks {
     /// first token with a `kid` fetches again) and keeps it fresh in the background for
     /// as long as the returned `Jwks` lives.
     pub async fn start(url: &str, timing: JwksTiming) -> Result<Arc<Jwks>, JwksError> {
+        Jwks::start_with_ca(url, timing, None).await
+    }
+
+    /// [`Jwks::start`] for a provider whose certificate is signed by a private CA:
+    /// `ca_pem` holds that CA's PEM certificate(s), trusted besides the web PKI roots
+    /// (`CARTWHEEL_JWT_JWKS_CA`).
+    pub async fn start_with_ca(
+        url: &str,
+        timing: JwksTiming,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Arc<Jwks>, JwksError> {
         let uri: Uri = url.parse().map_err(|_| JwksError::Url(url.to_owned()))?;
         if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
             return Err(JwksError::Url(url.to_owned()));
@@ -102,7 +113,7 @@ impl Jwks {
         let jwks = Arc::new(Jwks {
             url: url.to_owned(),
             uri,
-            tls: tls_connector()?,
+            tls: tls_connector(ca_pem)?,
             timing,
             keys: RwLock::default(),
             fetched: tokio::sync::Mutex::new(None),
@@ -252,11 +263,30 @@ where
         .map_err(|e| format!("HTTP: {e}"))
 }
 
-/// TLS with the web PKI roots and the *ring* provider the tree already builds.
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, JwksError> {
-    let roots = rustls::RootCertStore {
+/// TLS with the web PKI roots (and the certificates of `ca_pem`, when given) and the
+/// *ring* provider the tree already builds.
+fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, JwksError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert =
+                cert.map_err(|e| JwksError::Client(format!("CARTWHEEL_JWT_JWKS_CA: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| JwksError::Client(format!("CARTWHEEL_JWT_JWKS_CA: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(JwksError::Client(
+                "CARTWHEEL_JWT_JWKS_CA holds no PEM certificate".to_owned(),
+            ));
+        }
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -80,6 +80,19 @@ pub struct EdgeConfig {
     pub allowed_origins: Vec<String>,
     /// Most live WebSockets per authenticated user.
     pub ws_max_per_user: usize,
+    /// How browsers sign in when auth is on (`GET /auth/config`, `POST /auth/demo`).
+    pub sign_in: SignIn,
+}
+
+/// How a browser gets a token.
+#[derive(Clone, Debug, Default)]
+pub struct SignIn {
+    /// Development only: `POST /auth/demo` issues tokens for new demo shoppers and admins
+    /// under the edge's HS256 secret.
+    pub demo: Option<std::sync::Arc<auth::TokenIssuer>>,
+    /// The identity provider's login URL the shop page sends people to; the provider
+    /// sends them back to the page with the token in the URL fragment.
+    pub login_url: Option<String>,
 }
 
 impl Default for EdgeConfig {
@@ -95,6 +108,7 @@ impl Default for EdgeConfig {
             trust_forwarded_for: false,
             allowed_origins: Vec::new(),
             ws_max_per_user: 16,
+            sign_in: SignIn::default(),
         }
     }
 }

@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "carts", description = "Carts and checkout"),
         (name = "orders", description = "Orders"),
         (name = "websocket", description = "Live carts"),
+        (name = "identity", description = "How to sign in"),
         (name = "operations", description = "Probes, metrics and documents"),
     )
 )]

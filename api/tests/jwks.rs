@@ -1,7 +1,8 @@
 //! Users' keys from a real JWKS endpoint (an axum server on loopback standing in for an
 //! identity provider): tokens verify by `kid` with the key's own algorithm (RS256, ES256,
 //! EdDSA); a rotated-in key is fetched on its first token; unknown `kid`s fetch at most
-//! once per interval; a failing endpoint keeps the last good set.
+//! once per interval; a failing endpoint keeps the last good set; an HTTPS endpoint
+//! behind a private CA is trusted with that CA (`CARTWHEEL_JWT_JWKS_CA`) and not without.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -231,4 +232,103 @@ async fn a_bad_url_is_refused_and_a_dead_endpoint_does_not_stop_the_start() {
         .await
         .unwrap();
     assert!(dead.kids().is_empty());
+}
+
+/// The test CA and the server certificate it signed (for 127.0.0.1), shared with the
+/// NATS TLS tests.
+const TLS_CA: &[u8] = include_bytes!("../../tests/fixtures/tls/ca.pem");
+const TLS_CERT: &[u8] = include_bytes!("../../tests/fixtures/tls/server.pem");
+const TLS_KEY: &[u8] = include_bytes!("../../tests/fixtures/tls/server-key.pem");
+
+/// A listener that speaks TLS with the fixture certificate (a handshake that fails is
+/// dropped, as a client that does not trust the CA makes it fail).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.tls.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+#[tokio::test]
+async fn an_https_provider_behind_a_private_ca_is_trusted_with_that_ca_only() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(TLS_CERT)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(TLS_KEY).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let listener = TlsListener {
+        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    let url = format!(
+        "https://{}/certs",
+        axum::serve::Listener::local_addr(&listener).unwrap()
+    );
+    let keys = json!({ "keys": [jwk(Algorithm::ES256, "ec-tls")] });
+    let app = Router::new().route(
+        "/certs",
+        get(move || {
+            let keys = keys.clone();
+            async move { axum::Json(keys) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let settings = |jwks| JwtSettings {
+        issuer: Some("https://id.test".into()),
+        audience: Some("shop".into()),
+        leeway: Duration::from_secs(5),
+        jwks: Some(jwks),
+        ..JwtSettings::default()
+    };
+    let t = token(Algorithm::ES256, Some("ec-tls"), "alice");
+
+    let trusted = Jwks::start_with_ca(&url, timing(Duration::from_secs(60)), Some(TLS_CA))
+        .await
+        .unwrap();
+    assert_eq!(trusted.kids(), vec!["ec-tls".to_owned()]);
+    let v = JwtVerifier::new(&settings(trusted)).unwrap();
+    assert_eq!(
+        v.verify_token(&t).await.map(|u| u.id),
+        Ok("alice".to_owned())
+    );
+
+    // Without the CA the certificate is not trusted: no keys, and the token is refused.
+    let untrusted = Jwks::start(&url, timing(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert!(untrusted.kids().is_empty());
+    let v = JwtVerifier::new(&settings(untrusted)).unwrap();
+    assert_eq!(v.verify_token(&t).await, Err(Refusal::UnknownKey));
+
+    // A CA file without a certificate is a clear error at start.
+    let bad = Jwks::start_with_ca(&url, JwksTiming::default(), Some(b"not a pem")).await;
+    assert!(bad.is_err());
 }

@@ -11,8 +11,13 @@
 //   re-read instead and the person decides.
 // - Stock has no push in the contract: it is polled every 2 s while the page is visible,
 //   and right after a checkout.
+// - With auth on (`GET /auth/config`), nothing is asked of the shop before the person
+//   signs in: as a demo shopper or admin (development edges), or at the identity
+//   provider, which sends them back with the token in the URL fragment. The token lives
+//   in localStorage (shared by the tabs of one cart), goes out as `Authorization: Bearer`
+//   on REST and as `?token=` on `/ws`, and is dropped on sign-out or the first 401.
 
-import { Live, rest } from "./live.js";
+import { Live, rest, setBearer } from "./live.js";
 import { ShopError, describeError, describeFailure, money, orderHeadline, settled, stockLabel } from "./format.js";
 
 const STOCK_POLL_MS = 2000;
@@ -20,6 +25,8 @@ const CATALOG_POLL_MS = 15000;
 const ORDER_POLL_MS = [400, 800, 1500, 2500, 4000];
 const MAX_QTY = 999;
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const TOKEN_KEY = "cw.token";
+const LOGIN_STATE_KEY = "cw.login-state";
 
 const DEMO_PRODUCTS = [
   { sku: "MUG-1", name: "Enamel mug", description: "Blue speckled enamel, 350 ml.", price: 1299, category: "kitchen", stock: 12 },
@@ -97,6 +104,8 @@ function initials(name) {
 
 const state = {
   userId: "",
+  /** The signed-in identity when auth is on: `{token, sub, admin}`. */
+  identity: null,
   cartId: null,
   /** The cart on screen; replaced only by a greater version. */
   cart: null,
@@ -120,7 +129,7 @@ const state = {
 
 const nameOf = (sku) => state.names.get(sku) ?? sku;
 
-const live = new Live(wsUrl());
+const live = new Live(wsUrl);
 
 // A small hook for the browser tests (and curious people): the live socket, the cart on
 // screen and every version shown, in order.
@@ -142,6 +151,8 @@ function wsUrl() {
   const u = new URL("/ws", location.href);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   u.hash = "";
+  // Browsers cannot set headers on a WebSocket: the edge reads the token here.
+  if (state.identity) u.searchParams.set("token", state.identity.token);
   return u.href;
 }
 
@@ -928,8 +939,12 @@ async function copyLink() {
 }
 
 function start() {
-  state.userId = userId();
+  state.userId = state.identity?.sub ?? userId();
   $("user").textContent = state.userId;
+  if (state.identity) {
+    $("signout").hidden = false;
+    $("signout").addEventListener("click", signOut);
+  }
 
   live.addEventListener("state", (e) => renderConnection(e.detail));
   live.addEventListener("cart", (e) => applyCart(e.detail.cart, e.detail.via));
@@ -994,4 +1009,138 @@ function start() {
   else newCart();
 }
 
-start();
+// ---------------------------------------------------------------------------------------
+// Signing in (auth on)
+
+/** The claims of a JWT, unverified (the edge verifies; the page only reads `sub`). */
+function claimsOf(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part));
+  } catch {
+    return null;
+  }
+}
+
+/** A token the page can use: well formed, a valid `sub`, not about to expire. */
+function usable(token) {
+  const c = token && claimsOf(token);
+  if (!c || typeof c.sub !== "string" || !ID_RE.test(c.sub)) return null;
+  if (typeof c.exp === "number" && c.exp * 1000 < Date.now() + 30_000) return null;
+  return { token, sub: c.sub, admin: Array.isArray(c.roles) && c.roles.includes("admin") };
+}
+
+/** The token an identity provider sent back in the fragment (`#access_token=…` or `#id_token=…`). */
+function tokenFromProvider() {
+  if (!/^#(.*&)?(access_token|id_token)=/.test(location.hash)) return null;
+  const params = new URLSearchParams(location.hash.slice(1));
+  const expected = store.get(LOGIN_STATE_KEY);
+  store.del(LOGIN_STATE_KEY);
+  // Not a cart link: keep the fragment (and the token in it) out of history.
+  history.replaceState(null, "", location.pathname + location.search);
+  if (!expected || params.get("state") !== expected) {
+    return { error: "The sign-in answer did not match this page's request. Please sign in again." };
+  }
+  return { token: params.get("access_token") || params.get("id_token") };
+}
+
+function signIn(identity) {
+  state.identity = identity;
+  setBearer(identity.token);
+  store.set(TOKEN_KEY, identity.token);
+  // Another person's cart would answer 404: start from this person's own.
+  if (store.get("cw.user") !== identity.sub) store.del("cw.cart");
+  store.set("cw.user", identity.sub);
+}
+
+function signOut() {
+  store.del(TOKEN_KEY);
+  store.del("cw.cart");
+  store.del("cw.user");
+  location.replace(location.pathname);
+}
+
+function showSignIn(config, message) {
+  $("signin").hidden = false;
+  document.querySelector("main").hidden = true;
+  $("conn").hidden = true;
+  $("jump-cart").hidden = true;
+  $("signin-demo").hidden = !config.demo;
+  const idp = $("signin-idp");
+  idp.hidden = !config.login_url;
+  $("signin-none").hidden = Boolean(config.demo || config.login_url);
+  if (message) {
+    $("signin-error").textContent = message;
+    $("signin-error").hidden = false;
+  }
+  idp.addEventListener("click", () => {
+    // `state` ties the answer to this request (and `nonce` the ID token to it).
+    const nonce = randomHex(16);
+    store.set(LOGIN_STATE_KEY, nonce);
+    const url = new URL(config.login_url);
+    url.searchParams.set("state", nonce);
+    if (!url.searchParams.has("nonce")) url.searchParams.set("nonce", nonce);
+    location.assign(url.href);
+  });
+  for (const role of ["shopper", "admin"]) {
+    $(`signin-${role}`).addEventListener("click", async () => {
+      const button = $(`signin-${role}`);
+      if (button.getAttribute("aria-disabled") === "true") return;
+      button.setAttribute("aria-disabled", "true");
+      try {
+        const { body } = await rest("POST", "/auth/demo", { body: { role } });
+        const identity = usable(body.token);
+        if (!identity) throw new ShopError("internal", "");
+        signIn(identity);
+        $("signin").hidden = true;
+        document.querySelector("main").hidden = false;
+        $("conn").hidden = false;
+        $("jump-cart").hidden = false;
+        start();
+      } catch (err) {
+        $("signin-error").textContent = describeError(err, "sign-in", nameOf);
+        $("signin-error").hidden = false;
+      } finally {
+        button.setAttribute("aria-disabled", "false");
+      }
+    });
+  }
+  $("signin-title").focus();
+}
+
+/** Asks the edge how to sign in, then starts the shop (or the sign-in first). */
+async function boot() {
+  let config = { auth: "off", demo: false, login_url: null };
+  try {
+    config = (await rest("GET", "/auth/config")).body ?? config;
+  } catch {
+    // An edge without /auth/config, or none reachable yet: shop as with auth off; a
+    // 401 later brings the sign-in.
+  }
+  if (config.auth !== "jwt") {
+    start();
+    return;
+  }
+  const answer = tokenFromProvider();
+  if (answer?.error) {
+    showSignIn(config, answer.error);
+    return;
+  }
+  const identity = usable(answer?.token ?? store.get(TOKEN_KEY));
+  if (!identity) {
+    store.del(TOKEN_KEY);
+    showSignIn(config, answer ? "The identity provider's token cannot be used here." : "");
+    return;
+  }
+  signIn(identity);
+  start();
+}
+
+// The token expired or was revoked: back to the sign-in.
+addEventListener("cw-unauthorized", () => {
+  store.del(TOKEN_KEY);
+  store.del("cw.cart");
+  location.replace(location.pathname);
+});
+
+boot();

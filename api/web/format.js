@@ -133,9 +133,11 @@ export function describeError(err, action = "", nameOf = (s) => s) {
     case "payload_too_large":
       return "That request was too large.";
     case "unauthorized":
-      return "The shop needs you to sign in for that, and this page cannot sign in yet.";
+      return "Please sign in again: your session has ended.";
     case "forbidden":
-      return "You are not allowed to do that with this cart.";
+      return action === "seed"
+        ? "Only an admin may add products. Sign out and sign in as an admin."
+        : "You are not allowed to do that.";
     case "network":
       return "Can't reach the shop. Check your connection; we'll keep trying.";
     case "disconnected":

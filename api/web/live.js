@@ -9,12 +9,21 @@ const REQUEST_TIMEOUT_MS = 12000;
 const BACKOFF_FIRST_MS = 400;
 const BACKOFF_MAX_MS = 8000;
 
+/** The bearer token every REST call carries (null: none, auth is off or signed out). */
+let bearer = null;
+
+/** Sets the token of every REST call from now on. */
+export function setBearer(token) {
+  bearer = token || null;
+}
+
 /**
  * One REST call. Resolves `{status, body}` for 2xx answers, rejects a ShopError for
  * anything else (the contract's error body, or `network` when there was no answer).
  */
 export async function rest(method, path, { body, headers = {}, timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
   const init = { method, headers: { accept: "application/json", ...headers } };
+  if (bearer) init.headers.authorization = `Bearer ${bearer}`;
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -35,6 +44,10 @@ export async function rest(method, path, { body, headers = {}, timeoutMs = REQUE
     } catch {
       parsed = null;
     }
+  }
+  if (res.status === 401 && bearer) {
+    // The token expired or was revoked: the page asks the person to sign in again.
+    dispatchEvent(new CustomEvent("cw-unauthorized"));
   }
   if (!res.ok) throw errorFromBody(parsed, res.status);
   return { status: res.status, body: parsed };
@@ -58,6 +71,7 @@ export class Live extends EventTarget {
   #timer = 0;
   #state = "connecting";
 
+  /** `url`: the socket's URL, or a function that gives it at each (re)connection. */
   constructor(url) {
     super();
     this.#url = url;
@@ -137,7 +151,7 @@ export class Live extends EventTarget {
     this.#timer = 0;
     let ws;
     try {
-      ws = new WebSocket(this.#url);
+      ws = new WebSocket(typeof this.#url === "function" ? this.#url() : this.#url);
     } catch {
       this.#scheduleReconnect();
       return;

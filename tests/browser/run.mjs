@@ -3,8 +3,11 @@
 // /usr/bin/chromium) driven by playwright-core. Two browser contexts stand for two
 // people/devices on one cart.
 //
-//   node tests/browser/run.mjs <base-url> <artifact-dir>
+//   node tests/browser/run.mjs <base-url> <artifact-dir> [open|auth]
 //
+// `open` (the default) runs the shop against an edge with auth off; `auth` against one
+// with JWT auth and the demo sign-in on: sign-in first, demo admin and shopper, a cart
+// shared by two tabs of one person and closed to another person, checkout.
 // The server must be running (`tests/browser.rs` starts `cartwheel up` and runs this).
 // Data is seeded through the public REST API, under skus unique to this run. Screenshots
 // go to <artifact-dir>. Exit status 0 only when every step passed; the last line is
@@ -14,7 +17,7 @@ import { chromium } from "playwright-core";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 
-const [base, artifactDir] = process.argv.slice(2);
+const [base, artifactDir, MODE = "open"] = process.argv.slice(2);
 if (!base || !artifactDir) {
   console.error("usage: node run.mjs <base-url> <artifact-dir>");
   process.exit(2);
@@ -164,7 +167,79 @@ async function main() {
   let one, two, phone;
   let failedAt = null;
   const steps = [];
-  const step = (name, fn) => steps.push({ name, fn });
+  const step = (name, fn) => MODE === "open" && steps.push({ name, fn });
+  const authStep = (name, fn) => MODE === "auth" && steps.push({ name, fn });
+
+  let shopperCart = null;
+  authStep("with auth on, the page asks to sign in before anything else", async () => {
+    one = await newPage(browser, "page 1");
+    await one.page.goto(base + "/");
+    await one.page.waitForSelector("#signin:not([hidden]) #signin-shopper");
+    assert(await one.page.isHidden("main"), "the shop shows before signing in");
+    assert(await one.page.isVisible("#signin-admin"), "no demo admin sign-in");
+    const res = await fetch(`${base}/carts`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user_id: "anyone" }),
+    });
+    assert(res.status === 401, `an anonymous cart create answered ${res.status}`);
+    await shot(one.page, "auth-signin.png", false);
+  });
+
+  authStep("a demo admin signs in, adds the demo products, and signs out", async () => {
+    await one.page.click("#signin-admin");
+    await one.page.waitForSelector("#empty-catalog:not([hidden])");
+    const who = await one.page.textContent("#user");
+    assert(/^demo-admin-[0-9a-f]{8}$/.test(who), `signed in as ${who}`);
+    await one.page.click("#seed");
+    await one.page.waitForSelector("#products li.product >> nth=5", { timeout: 10000 });
+    await one.page.click("#signout");
+    await one.page.waitForSelector("#signin:not([hidden])");
+    assert(!(await one.page.evaluate(() => localStorage.getItem("cw.token"))), "the token stays after sign-out");
+  });
+
+  authStep("a demo shopper shops, and a second tab of theirs shares the cart live", async () => {
+    await one.page.click("#signin-shopper");
+    await waitLive(one.page);
+    await one.page.waitForSelector('#cart[data-version="1"]');
+    const who = await one.page.textContent("#user");
+    assert(/^demo-shopper-[0-9a-f]{8}$/.test(who), `signed in as ${who}`);
+    shopperCart = cartIdOf(one.page.url());
+    assert(shopperCart, `no cart id in ${one.page.url()}`);
+    // The same person's second tab: same browser profile, so the same token.
+    two = { context: one.context, page: await one.context.newPage(), name: "page 2" };
+    two.page.setDefaultTimeout(5000);
+    two.page.on("pageerror", (e) => problems.push(`page 2: uncaught ${e.message}`));
+    await two.page.goto(`${base}/#cart=${shopperCart}`);
+    await waitLive(two.page);
+    await one.page.click(`${card("MUG-1")} button.add`);
+    await waitQty(two.page, "MUG-1", 1, 2000);
+    await two.page.click(`${line("MUG-1")} button[aria-label^="One more"]`);
+    await waitQty(one.page, "MUG-1", 2, 2000);
+  });
+
+  authStep("another shopper cannot see that cart, from the page or the API", async () => {
+    phone = await newPage(browser, "other shopper");
+    await phone.page.goto(`${base}/#cart=${shopperCart}`);
+    await phone.page.click("#signin-shopper");
+    await waitLive(phone.page);
+    await phone.page.waitForSelector('#cart[data-version="1"]');
+    const theirs = await phone.page.evaluate(() => window.__cw.cart?.id);
+    assert(theirs && theirs !== shopperCart, `the other shopper was shown cart ${theirs}`);
+    const token = await phone.page.evaluate(() => localStorage.getItem("cw.token"));
+    const res = await fetch(`${base}/carts/${shopperCart}`, { headers: { authorization: `Bearer ${token}` } });
+    assert(res.status === 404, `another user's cart answered ${res.status}`);
+    await phone.context.close();
+    phone = null;
+  });
+
+  authStep("the shopper checks out and sees the order confirmed in both tabs", async () => {
+    await one.page.click("#checkout");
+    await one.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 10000 });
+    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 3000 });
+    await shot(one.page, "auth-confirmed.png");
+    assert(problems.length === 0, problems.join("\n"));
+  });
 
   step("a new, empty shop offers demo products, which then show with stock", async () => {
     const { items } = await api("GET", "/products?limit=1");

@@ -10,6 +10,7 @@ mod health;
 mod inventory;
 mod orders;
 mod products;
+mod sign_in;
 
 use crate::error::AppError;
 use crate::openapi::{ApiDoc, Documents};
@@ -38,6 +39,7 @@ pub(crate) fn documented() -> OpenApiRouter<AppState> {
         .merge(orders::routes())
         .merge(health::routes())
         .merge(cluster::routes())
+        .merge(sign_in::routes())
         .routes(routes!(ws::upgrade))
         .routes(routes!(metrics::scrape))
 }
