@@ -374,10 +374,14 @@ async fn start_node(
         .collect::<Vec<_>>()
         .join(",");
     let ttl = ms(TTL).to_string();
+    // The proxies' URLs carry no credentials: the node signs in from its environment.
+    let (user, password) = nats.credentials();
     let proc = Proc::node(
         &url,
         dir.join(format!("{id}.log")),
         &[
+            ("CARTWHEEL_NATS_USER", user),
+            ("CARTWHEEL_NATS_PASSWORD", password),
             ("CARTWHEEL_NODE_ID", id),
             ("CARTWHEEL_LEASE_TTL_MS", ttl.as_str()),
             ("CARTWHEEL_REPLICAS", "3"),

@@ -124,15 +124,23 @@ async fn every_series_the_dashboard_and_the_alerts_use_is_scraped_from_a_running
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
     let metrics_addr = format!("127.0.0.1:{}", free_port());
+    // The edge first: a read sent before any node serves waits for one (the owner-wait
+    // series), as during a failover.
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    let api = edge.api();
+    let early = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("/products").await }
+    });
     let _node = Proc::node(
         &nats.url(),
         dir.path().join("node.log"),
         &[("CARTWHEEL_METRICS_ADDR", metrics_addr.as_str())],
     )
     .await?;
-    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    let (s, b) = early.await??;
+    assert_eq!(s, 200, "the read sent before the node started: {b}");
     edge.wait_ready().await?;
-    let api = edge.api();
     api.product("MUG", 1200, 5).await?;
     let cart = api.cart("uma").await?;
     let (s, _) = api

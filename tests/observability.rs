@@ -228,7 +228,7 @@ async fn a_checkout_is_one_trace_from_the_edge_into_the_nodes_log() -> anyhow::R
     );
 
     // The node answers the NATS services API with its counters.
-    let client = async_nats::connect(nats.url()).await?;
+    let client = cartwheel_testkit::connect(&nats.url()).await?;
     let ping = client
         .request("$SRV.PING.cartwheel-node", "".into())
         .await?;

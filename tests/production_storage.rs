@@ -125,7 +125,7 @@ async fn the_scenario_on_mongodb_and_redis_survives_restarts_of_each() -> anyhow
         in_mongo.carts.load(&cart).await?.is_none(),
         "a cart in MongoDB"
     );
-    let js = async_nats::jetstream::new(async_nats::connect(&nats_url).await?);
+    let js = async_nats::jetstream::new(cartwheel_testkit::connect(&nats_url).await?);
     for bucket in [
         names.carts_bucket(),
         names.orders_bucket(),

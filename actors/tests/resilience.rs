@@ -26,7 +26,7 @@ async fn start_on(
         .split(',')
         .map(str::parse)
         .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
-    let client = async_nats::ConnectOptions::new()
+    let client = cartwheel_testkit::connect_options(url)
         .ping_interval(Duration::from_secs(1))
         .connect(servers)
         .await?;

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 async fn start(nats: &NatsServer, settings: NodeSettings) -> anyhow::Result<(Node, BusClient)> {
-    let client = async_nats::connect(nats.url()).await?;
+    let client = cartwheel_testkit::connect(&nats.url()).await?;
     let bus = BusClient::new(
         client.clone(),
         BusConfig {
@@ -331,7 +331,7 @@ async fn a_command_swallowed_by_a_subscriber_that_never_answers_is_served_by_a_l
     let nats = NatsServer::start().await?;
     // A subscriber that takes every copy and never answers: a node paused past its lease,
     // still subscribed, while the partition's new owner is still starting.
-    let raw = async_nats::connect(nats.url()).await?;
+    let raw = cartwheel_testkit::connect(&nats.url()).await?;
     let names = Names::new("t");
     let subject = BusClient::new(
         raw.clone(),
@@ -345,7 +345,7 @@ async fn a_command_swallowed_by_a_subscriber_that_never_answers_is_served_by_a_l
     let mut swallower = raw.subscribe(subject).await?;
     raw.flush().await?;
     let requester = BusClient::new(
-        async_nats::connect(nats.url()).await?,
+        cartwheel_testkit::connect(&nats.url()).await?,
         BusConfig {
             names,
             partitions: 8,

@@ -192,7 +192,7 @@ impl Socket {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_see_every_newer_change_once_and_in_order() {
     let server = NatsServer::start().await.unwrap();
-    let nats = async_nats::connect(server.url()).await.unwrap();
+    let nats = cartwheel_testkit::connect(&server.url()).await.unwrap();
     let cart = Cart::new("c1", "u1", Timestamp(0)).unwrap();
     let seeded = HashMap::from([(cart.id.clone(), cart.clone())]);
     tokio::spawn(fake_node(nats.clone(), seeded));
@@ -286,7 +286,7 @@ fn checkout(cart_id: &str, key: &str) -> Request<Body> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_and_readiness_follow_the_node() {
     let server = NatsServer::start().await.unwrap();
-    let nats = async_nats::connect(server.url()).await.unwrap();
+    let nats = cartwheel_testkit::connect(&server.url()).await.unwrap();
     let mut cart = Cart::new("c1", "u1", Timestamp(0)).unwrap();
     cart.currency = Some(Currency::new("EUR").unwrap());
     let seeded = HashMap::from([(cart.id.clone(), cart)]);

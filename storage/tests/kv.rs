@@ -31,7 +31,7 @@ fn fresh_names() -> Names {
 /// A JetStream context on `server` whose calls give up after 2 s, so a dead server shows
 /// up as `Unavailable` quickly.
 async fn connect(server: &NatsServer) -> anyhow::Result<jetstream::Context> {
-    let client = async_nats::connect(server.url()).await?;
+    let client = cartwheel_testkit::connect(&server.url()).await?;
     Ok(jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
         .build(client))

@@ -1,7 +1,7 @@
 //! A NATS cluster on loopback: three (or more) `nats-server -js` processes routed
 //! together, for tests of replicated streams and buckets and of losing a server.
 
-use crate::nats::try_nats_server_bin;
+use crate::nats::{TEST_USER, test_password, try_nats_server_bin};
 use crate::port::try_free_port;
 use crate::process::ChildProcess;
 use anyhow::{Context, bail};
@@ -21,6 +21,8 @@ struct Member {
 pub struct NatsCluster {
     bin: PathBuf,
     members: Vec<Member>,
+    /// The password every member requires of user [`TEST_USER`].
+    password: String,
     _tmp: TempDir,
 }
 
@@ -56,6 +58,7 @@ impl NatsCluster {
             .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
             .collect();
         let mut members = Vec::new();
+        let password = test_password();
         for (i, (port, cport)) in ports.iter().enumerate() {
             let dir = tmp.path().join(format!("n{i}"));
             std::fs::create_dir_all(dir.join("js"))?;
@@ -63,7 +66,7 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: cw-test\n  listen: 127.0.0.1:{cport}\n  no_advertise: true\n  routes: [{}]\n}}\n",
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nauthorization {{\n  user: {TEST_USER}\n  password: {password:?}\n}}\njetstream {{\n  store_dir: {:?}\n{}}}\ncluster {{\n  name: cw-test\n  listen: 127.0.0.1:{cport}\n  no_advertise: true\n  routes: [{}]\n}}\n",
                     dir.join("js"),
                     if sync_always {
                         "  sync_interval: always\n"
@@ -83,6 +86,7 @@ impl NatsCluster {
         let mut cluster = NatsCluster {
             bin,
             members,
+            password,
             _tmp: tmp,
         };
         for i in 0..size {
@@ -141,13 +145,19 @@ impl NatsCluster {
         }
     }
 
-    /// Every member's URL, comma-separated (what a client connects to).
+    /// Every member's URL, comma-separated (what a client connects to), with the user
+    /// and password every member requires (see [`crate::connect`]).
     pub fn urls(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("nats://127.0.0.1:{}", m.port))
+            .map(|m| format!("nats://{TEST_USER}:{}@127.0.0.1:{}", self.password, m.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The user and password every member requires.
+    pub fn credentials(&self) -> (&str, &str) {
+        (TEST_USER, &self.password)
     }
 
     /// Every member's client port, in member order.

@@ -3,7 +3,9 @@
 //! - [`NatsServer`] runs a real `nats-server -js` on a free loopback port with its own
 //!   store dir, and can be killed with SIGKILL and restarted on the same port and data to
 //!   test durability. [`nats_server_bin`] finds the binary (`CARTWHEEL_NATS_SERVER`, then
-//!   the workspace's `.tools/bin`, then `PATH`).
+//!   the workspace's `.tools/bin`, then `PATH`). Servers and [`NatsCluster`]s require a
+//!   user and a generated password (as production should): their URLs carry them, and
+//!   [`connect`] signs in with them.
 //! - [`RedisServer`] runs a real `redis-server` (append-only file on, snapshots off) and
 //!   [`MongoServer`] a MongoDB-wire-compatible server (`secantusd-py`), each on a free
 //!   loopback port with its own data dir, with the same kill -9 and restart. Their
@@ -34,7 +36,9 @@ mod wait;
 
 pub use cluster::NatsCluster;
 pub use mongo::{MongoServer, try_secantusd_bin};
-pub use nats::{NatsServer, NatsServerOptions, nats_server_bin, try_nats_server_bin};
+pub use nats::{
+    NatsServer, NatsServerOptions, connect, connect_options, nats_server_bin, try_nats_server_bin,
+};
 pub use port::{free_port, try_free_port};
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;

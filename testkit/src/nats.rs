@@ -124,6 +124,9 @@ pub struct NatsServerOptions {
     pub store_dir: Option<PathBuf>,
     /// More command-line flags (`--user`/`--pass`, `--auth`, `--tls…`, `-c FILE`), as
     /// given; they come after the port and store flags, which win over a config file's.
+    /// With none, the server requires the generated user and password that [`NatsServer::url`]
+    /// carries; with some, the flags say how clients authenticate (and the URL has no
+    /// credentials).
     pub extra_args: Vec<String>,
     /// Environment variables for the server (a config file's `$VARIABLE`s).
     pub envs: Vec<(String, String)>,
@@ -142,6 +145,8 @@ pub struct NatsServer {
     extra_args: Vec<String>,
     /// Its environment, for every run.
     envs: Vec<(String, String)>,
+    /// The user and password it requires (none when `extra_args` say how to sign in).
+    credentials: Option<(String, String)>,
     /// stdout and stderr of every run, appended.
     log_path: PathBuf,
     /// `None` after [`NatsServer::kill`].
@@ -191,6 +196,10 @@ impl NatsServer {
             port: 0,
             store_dir,
             config_path,
+            credentials: options
+                .extra_args
+                .is_empty()
+                .then(|| (TEST_USER.to_owned(), test_password())),
             extra_args: options.extra_args,
             envs: options.envs,
             log_path: tmp.path().join("nats-server.log"),
@@ -201,9 +210,22 @@ impl NatsServer {
         Ok(server)
     }
 
-    /// The URL clients connect to: `nats://127.0.0.1:PORT`.
+    /// The URL clients connect to: `nats://USER:PASSWORD@127.0.0.1:PORT` (or without
+    /// credentials when the options' flags say how to sign in). Cartwheel's processes read
+    /// the credentials from the URL; test code connects with [`connect`], which does too
+    /// (async-nats itself ignores credentials in URLs).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        match &self.credentials {
+            Some((user, password)) => format!("nats://{user}:{password}@127.0.0.1:{}", self.port),
+            None => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The user and password the server requires, if it was started with them.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// The client port on 127.0.0.1; the same across restarts.
@@ -279,6 +301,9 @@ impl NatsServer {
             Some(config) => command.arg("-c").arg(config),
             None => command.arg("-sd").arg(&self.store_dir),
         };
+        if let Some((user, password)) = &self.credentials {
+            command.args(["--user", user, "--pass", password]);
+        }
         command.args(&self.extra_args);
         command.envs(self.envs.iter().map(|(k, v)| (k, v)));
         command
@@ -364,6 +389,55 @@ fn listening_port(log: &str) -> Option<u16> {
     let rest = &log[log.find(LISTENING_LINE)? + LISTENING_LINE.len()..];
     let addr = rest.lines().next()?.trim();
     addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The user every test server requires (with a password made per server).
+pub(crate) const TEST_USER: &str = "cw";
+
+/// A password for one test server: random enough that no other test's client gets in.
+pub(crate) fn test_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// Connection options for `urls` (comma-separated) with the `user:password` of the first
+/// URL that has one, the way Cartwheel's processes read them.
+pub fn connect_options(urls: &str) -> async_nats::ConnectOptions {
+    let credentials = urls.split(',').find_map(|url| {
+        let rest = url.trim().split_once("://")?.1;
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let (user, password) = authority.rsplit_once('@')?.0.split_once(':')?;
+        Some((user.to_owned(), password.to_owned()))
+    });
+    match credentials {
+        Some((user, password)) => {
+            async_nats::ConnectOptions::new().user_and_password(user, password)
+        }
+        None => async_nats::ConnectOptions::new(),
+    }
+}
+
+/// Connects to `urls` (comma-separated) with their credentials (see [`connect_options`]).
+pub async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = urls
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad NATS URL(s) {urls}"))?;
+    connect_options(urls)
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to {urls}"))
 }
 
 #[cfg(test)]

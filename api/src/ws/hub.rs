@@ -251,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn one_subscription_per_cart_until_the_last_watch_goes() {
         let server = NatsServer::start().await.unwrap();
-        let nats = async_nats::connect(server.url()).await.unwrap();
+        let nats = cartwheel_testkit::connect(&server.url()).await.unwrap();
         let hub = Arc::new(Hub::new(BusClient::new(nats.clone(), BusConfig::default())));
         let mut a = hub.watch("c1").await.unwrap();
         let mut b = hub.watch("c1").await.unwrap();

@@ -14,7 +14,7 @@ async fn connects(port: u16) -> bool {
 
 /// Creates stream `name` on the server and stores one acknowledged message in it.
 async fn store_one_message(url: &str, name: &str) {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = connect(url).await.unwrap();
     let js = jetstream::new(client);
     js.create_stream(stream::Config {
         name: name.to_owned(),
@@ -31,7 +31,7 @@ async fn store_one_message(url: &str, name: &str) {
 }
 
 async fn message_count(url: &str, name: &str) -> u64 {
-    let client = async_nats::connect(url).await.unwrap();
+    let client = connect(url).await.unwrap();
     let js = jetstream::new(client);
     let mut stream = js.get_stream(name).await.unwrap();
     stream.info().await.unwrap().state.messages
@@ -41,8 +41,15 @@ async fn message_count(url: &str, name: &str) -> u64 {
 async fn starts_with_jetstream_on_a_loopback_port() {
     let server = NatsServer::start().await.unwrap();
     assert_ne!(server.port(), 0);
-    assert_eq!(server.url(), format!("nats://127.0.0.1:{}", server.port()));
+    let (user, password) = server.credentials().unwrap();
+    assert_eq!(
+        server.url(),
+        format!("nats://{user}:{password}@127.0.0.1:{}", server.port())
+    );
     assert!(connects(server.port()).await);
+    // The server requires the credentials: an anonymous client is refused.
+    let plain = format!("nats://127.0.0.1:{}", server.port());
+    assert!(async_nats::connect(plain.as_str()).await.is_err());
     assert!(server.store_dir().starts_with(server.temp_dir()));
 
     store_one_message(&server.url(), "ORDERS").await;
