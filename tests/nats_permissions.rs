@@ -1,10 +1,14 @@
 //! `deploy/nats/nats-server.conf`, the least-privilege roles, on a real nats-server: a
 //! node and an edge signed in as `node` and `edge` serve the whole flow, and the `edge`
-//! user cannot reach JetStream, KV, the commands' subscriptions or the placement
-//! subjects — what anyone holding an edge's credentials could otherwise abuse.
+//! user cannot reach JetStream, KV, the commands' subscriptions, the placement subjects,
+//! the event subjects (to publish) or the commands only nodes send (a reservation, an
+//! order's placement) — what anyone holding an edge's credentials could otherwise abuse.
 
 mod common;
 
+use cartwheel_bus::messages::{InventoryCommand, OrderCommand};
+use cartwheel_bus::names::{EntityKind, Names, partition};
+use cartwheel_bus::{ApiError, codec};
 use cartwheel_testkit::{NatsServer, NatsServerOptions};
 use common::Proc;
 use serde_json::json;
@@ -121,6 +125,79 @@ async fn nodes_and_edges_serve_with_their_roles_and_the_edge_role_reaches_nothin
         !matches!(got, Ok(Some(_))),
         "the edge user received a command"
     );
+    // The commands only nodes send: on the public subject a node refuses them; the
+    // internal subject is closed to the edge's user. Nothing changes either way.
+    let names = Names::default();
+    let (_, order_json) = api
+        .get(&format!(
+            "/orders/{}",
+            order["id"].as_str().unwrap_or_default()
+        ))
+        .await?;
+    let mut forged: cartwheel_domain::Order = serde_json::from_value(order_json)?;
+    forged.id = "forged-order".into();
+    let place = codec::encode(&OrderCommand::Place {
+        order: Box::new(forged),
+        wait_ms: 0,
+    })?;
+    let p = partition("forged-order", 64);
+    let reply = e
+        .request(
+            names.entity(EntityKind::Order, p, "forged-order"),
+            place.clone(),
+        )
+        .await?;
+    let refused: Result<serde_json::Value, ApiError> = codec::decode(&reply.payload)?;
+    let refused = refused.err().map(|e| e.message).unwrap_or_default();
+    assert!(refused.contains("sent by nodes only"), "{refused}");
+    let internal = tokio::time::timeout(
+        Duration::from_secs(3),
+        e.request(
+            names.entity_internal(EntityKind::Order, p, "forged-order"),
+            place,
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(internal, Ok(Ok(_))),
+        "the edge user reached an internal subject"
+    );
+    let (s, _) = api.get("/orders/forged-order").await?;
+    assert_eq!(s, 404, "a forged order was placed");
+    let reserve = codec::encode(&InventoryCommand::Reserve {
+        order_id: "forged-order".into(),
+        qty: 1,
+    })?;
+    let reply = e
+        .request(
+            names.entity(EntityKind::Inventory, partition("MUG", 64), "MUG"),
+            reserve,
+        )
+        .await?;
+    let refused: Result<serde_json::Value, ApiError> = codec::decode(&reply.payload)?;
+    assert!(
+        refused.is_err(),
+        "a reservation from the edge user was served"
+    );
+    let (_, stock) = api.get("/inventory/MUG").await?;
+    assert_eq!(stock["reserved"], 0, "{stock}");
+
+    // It may not publish events (consumers would trust them).
+    let admin_events = client(&nats, "admin", ADMIN).await?;
+    let mut events = admin_events.subscribe("cw.evt.>").await?;
+    admin_events.flush().await?;
+    let _ = e.publish("cw.evt.cart.forged", "x".into()).await;
+    e.flush().await?;
+    let forged_event = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut events),
+    )
+    .await;
+    assert!(
+        !matches!(forged_event, Ok(Some(_))),
+        "the edge user published an event"
+    );
+
     // Placement subjects and KV writes are refused.
     let placement = tokio::time::timeout(
         Duration::from_secs(3),

@@ -37,6 +37,13 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     /// unknown, and the answer says so.
     const RESEND_SAFE: bool = false;
 
+    /// Whether only nodes may send `cmd` (a saga's steps, an order's placement). Such a
+    /// command is accepted on the entity's internal subject only (`Names::entity_internal`),
+    /// which edges' NATS users may not publish to; on the public subject it is refused.
+    fn internal_only(_cmd: &Self::Command) -> bool {
+        false
+    }
+
     /// The storage backend this kind's records live in (a metrics label).
     fn backend(ctx: &Ctx) -> &'static str;
 

@@ -41,8 +41,9 @@ pub struct Routes<B: Behavior> {
     pub guard: Arc<LeaseGuard>,
 }
 
-/// Subscribes to the command subjects of `B::KIND` in one partition and serves them until
-/// `shutdown`; then drains the subscription so buffered commands are still routed.
+/// Subscribes to the command subjects of `B::KIND` in one partition (public and internal,
+/// `{prefix}.{kind}.{p}.>`) and serves them until `shutdown`; then drains the
+/// subscription so buffered commands are still routed.
 ///
 /// No queue group: only the holder of the partition's lease subscribes. A node that lost
 /// its lease without noticing (paused past it) may still be subscribed; the lease guard
@@ -245,7 +246,9 @@ fn route<B: Behavior>(
     request_id: String,
 ) -> Result<OneshotReceiver<Bytes>, Refusal> {
     use Refusal::Error as E;
-    let Some((partition, id)) = routes.names.parse_entity(B::KIND, msg.subject.as_str()) else {
+    let Some((partition, id, internal)) =
+        routes.names.parse_any_entity(B::KIND, msg.subject.as_str())
+    else {
         return Err(E(encode_error(&ApiError::invalid("malformed subject"))));
     };
     if let Err(e) = validate::id("id", id) {
@@ -266,6 +269,14 @@ fn route<B: Behavior>(
             "malformed command: {e}"
         ))))
     })?;
+    // A command only nodes send, arriving on the public subject (which edges may publish
+    // to), is refused: nothing outside the nodes can reserve stock or place an order.
+    if B::internal_only(&cmd) && !internal {
+        return Err(E(encode_error(&ApiError::invalid(format!(
+            "this {} command is sent by nodes only, on the internal subject",
+            B::KIND.as_str()
+        )))));
+    }
     // The command's span continues the caller's trace (`traceparent`); the actor enters
     // it, so its storage calls and its own requests join the same trace.
     let span = tracing::info_span!(

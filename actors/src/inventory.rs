@@ -244,6 +244,10 @@ impl Behavior for InventoryBehavior {
     type Internal = ();
     const KIND: EntityKind = EntityKind::Inventory;
 
+    fn internal_only(cmd: &InventoryCommand) -> bool {
+        cmd.is_internal()
+    }
+
     fn backend(ctx: &Ctx) -> &'static str {
         ctx.stores.inventory.backend()
     }

@@ -118,7 +118,7 @@ pub fn document(names: &Names, version: &str) -> Value {
             format!("{k}Commands"),
             json!({
                 "address": entity_template(names, kind),
-                "description": format!("Commands to the {k} actor `id`, served by the node that holds partition `partition` (FNV-1a 64 of the id modulo the partition count)."),
+                "description": format!("Commands to the {k} actor `id`, served by the node that holds partition `partition` (FNV-1a 64 of the id modulo the partition count). Commands only nodes send (inventory `reserve`, `release`, `commit`, `restock`; order `place`) travel on the same address with `.int` appended, and are refused here."),
                 "parameters": {"partition": {"description": "partition of the id"}, "id": {"description": "entity id, [A-Za-z0-9_-]{1,64}"}},
                 "messages": {name: {"$ref": format!("#/components/messages/{name}")}},
             }),

@@ -237,6 +237,22 @@ impl BusClient {
             .entity(kind, partition(id, self.config.partitions), id)
     }
 
+    /// The internal command subject of an entity (commands only nodes send).
+    pub fn internal_subject(&self, kind: EntityKind, id: &str) -> String {
+        self.config
+            .names
+            .entity_internal(kind, partition(id, self.config.partitions), id)
+    }
+
+    /// The subject `internal` selects.
+    fn subject_for(&self, kind: EntityKind, id: &str, internal: bool) -> String {
+        if internal {
+            self.internal_subject(kind, id)
+        } else {
+            self.subject(kind, id)
+        }
+    }
+
     /// Sends `req` to `subject` and decodes the `Reply<Resp>`.
     ///
     /// "No responders" is retried with backoff for `retry_window`, then answered as
@@ -487,7 +503,7 @@ impl BusClient {
         cmd: &InventoryCommand,
         request_id: &str,
     ) -> Result<Product, BusError> {
-        let subject = self.subject(EntityKind::Inventory, sku);
+        let subject = self.subject_for(EntityKind::Inventory, sku, cmd.is_internal());
         let resend = Resend::for_inventory(cmd);
         let timeout = self.config.request_timeout;
         self.request_with(&subject, cmd, request_id, None, resend, timeout)
@@ -501,7 +517,7 @@ impl BusClient {
         cmd: &InventoryCommand,
         request_id: &str,
     ) -> Result<InventoryView, BusError> {
-        let subject = self.subject(EntityKind::Inventory, sku);
+        let subject = self.subject_for(EntityKind::Inventory, sku, cmd.is_internal());
         let resend = Resend::for_inventory(cmd);
         let timeout = self.config.request_timeout;
         self.request_with(&subject, cmd, request_id, None, resend, timeout)
@@ -515,7 +531,7 @@ impl BusClient {
         cmd: &OrderCommand,
         request_id: &str,
     ) -> Result<Order, BusError> {
-        let subject = self.subject(EntityKind::Order, order_id);
+        let subject = self.subject_for(EntityKind::Order, order_id, cmd.is_internal());
         let timeout = match cmd {
             OrderCommand::Place { wait_ms, .. } => {
                 self.config.request_timeout + Duration::from_millis(*wait_ms)

@@ -117,6 +117,20 @@ pub enum InventoryCommand {
     },
 }
 
+impl InventoryCommand {
+    /// Whether only nodes send this command (a saga's steps): it travels on the sku's
+    /// internal subject (`Names::entity_internal`), which edges may not publish to.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            InventoryCommand::Reserve { .. }
+                | InventoryCommand::Release { .. }
+                | InventoryCommand::Commit { .. }
+                | InventoryCommand::Restock { .. }
+        )
+    }
+}
+
 /// Commands to one order actor (`{prefix}.order.{p}.{order_id}`).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +153,14 @@ pub enum OrderCommand {
         /// The target status.
         status: OrderStatus,
     },
+}
+
+impl OrderCommand {
+    /// Whether only nodes send this command (a cart's checkout places the order): it
+    /// travels on the order's internal subject, which edges may not publish to.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, OrderCommand::Place { .. })
+    }
 }
 
 /// A page of results: `{"items":[…],"next_cursor"}`.

@@ -98,9 +98,32 @@ impl Names {
         format!("{}.{}.*.*", self.prefix, kind.as_str())
     }
 
-    /// A subscription to one partition of a kind: `{prefix}.{kind}.{p}.*`.
+    /// The internal command subject of one entity: `{prefix}.{kind}.{p}.{id}.int`, for
+    /// the commands only nodes send (a saga's reservations, an order's placement). NATS
+    /// permissions can give edges the public subjects (`{prefix}.{kind}.*.*`, exactly four
+    /// tokens) without these, and nodes refuse an internal command on a public subject.
+    pub fn entity_internal(&self, kind: EntityKind, partition: u32, id: &str) -> String {
+        format!("{}.int", self.entity(kind, partition, id))
+    }
+
+    /// A subscription to one partition of a kind, public and internal subjects alike:
+    /// `{prefix}.{kind}.{p}.>`.
     pub fn entity_partition(&self, kind: EntityKind, partition: u32) -> String {
-        format!("{}.{}.{}.*", self.prefix, kind.as_str(), partition)
+        format!("{}.{}.{}.>", self.prefix, kind.as_str(), partition)
+    }
+
+    /// Splits a public or internal entity command subject into its partition, its id and
+    /// whether it is internal.
+    pub fn parse_any_entity<'a>(
+        &self,
+        kind: EntityKind,
+        subject: &'a str,
+    ) -> Option<(u32, &'a str, bool)> {
+        if let Some((p, id)) = self.parse_entity(kind, subject) {
+            return Some((p, id, false));
+        }
+        let (p, id) = self.parse_entity(kind, subject.strip_suffix(".int")?)?;
+        Some((p, id, true))
     }
 
     /// Splits an entity command subject into its partition and id.
@@ -239,7 +262,11 @@ mod tests {
         );
         assert_eq!(n.entity(EntityKind::Order, 3, "o"), "cw.order.3.o");
         assert_eq!(n.entity_all(EntityKind::Order), "cw.order.*.*");
-        assert_eq!(n.entity_partition(EntityKind::Cart, 5), "cw.cart.5.*");
+        assert_eq!(n.entity_partition(EntityKind::Cart, 5), "cw.cart.5.>");
+        assert_eq!(
+            n.entity_internal(EntityKind::Order, 5, "o1"),
+            "cw.order.5.o1.int"
+        );
         assert_eq!(n.query_catalog(), "cw.query.catalog");
         assert_eq!(n.query_orders(), "cw.query.orders");
         assert_eq!(n.query_cluster_status(), "cw.query.cluster.status");
@@ -271,6 +298,19 @@ mod tests {
             Some((7, "c1"))
         );
         assert_eq!(n.parse_entity(EntityKind::Cart, "cw.order.7.c1"), None);
+        assert_eq!(n.parse_entity(EntityKind::Order, "cw.order.7.o1.int"), None);
+        assert_eq!(
+            n.parse_any_entity(EntityKind::Order, "cw.order.7.o1.int"),
+            Some((7, "o1", true))
+        );
+        assert_eq!(
+            n.parse_any_entity(EntityKind::Order, "cw.order.7.o1"),
+            Some((7, "o1", false))
+        );
+        assert_eq!(
+            n.parse_any_entity(EntityKind::Order, "cw.order.7.o1.x"),
+            None
+        );
         assert_eq!(n.parse_entity(EntityKind::Cart, "cw.cart.x.c1"), None);
     }
 

@@ -259,6 +259,10 @@ impl Behavior for OrderBehavior {
     type Internal = OrderInternal;
     const KIND: EntityKind = EntityKind::Order;
 
+    fn internal_only(cmd: &OrderCommand) -> bool {
+        cmd.is_internal()
+    }
+
     fn backend(ctx: &Ctx) -> &'static str {
         ctx.stores.orders.backend()
     }
