@@ -57,6 +57,8 @@ pub async fn edge_config(
              or `off` for development only"
         ),
     };
+    // Settings first: a sign-in that contradicts them fails before anything is fetched.
+    let sign_in = sign_in(opts, auth == AuthMode::Jwt)?;
     let auth = match auth {
         AuthMode::Off => {
             eprintln!("{AUTH_OFF_BANNER}");
@@ -78,6 +80,14 @@ pub async fn edge_config(
                 ),
                 None => None,
             };
+            if jwks_ca.is_some()
+                && opts
+                    .jwt_jwks_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("http://"))
+            {
+                bail!("CARTWHEEL_JWT_JWKS_CA is set but CARTWHEEL_JWT_JWKS_URL is plain http://");
+            }
             let jwks = match &opts.jwt_jwks_url {
                 Some(url) => Some(
                     cartwheel_api::jwks::Jwks::start_with_ca(
@@ -99,12 +109,12 @@ pub async fn edge_config(
                 issuer: opts.jwt_issuer.clone(),
                 audience: opts.jwt_audience.clone(),
                 leeway: Duration::from_secs(opts.jwt_leeway_secs),
+                demo: sign_in.demo.is_some(),
             })?;
             tracing::info!(?verifier, issuer = ?opts.jwt_issuer, audience = ?opts.jwt_audience, "JWT authentication on");
             Auth::Jwt(Arc::new(verifier))
         }
     };
-    let sign_in = sign_in(opts, &auth)?;
     let rps = opts.rate_limit_rps.unwrap_or(match process {
         Process::Up => 0,
         Process::Edge => EDGE_DEFAULT_RPS,
@@ -170,8 +180,8 @@ pub async fn edge_config(
 
 /// How browsers sign in: the demo sign-in (development only, under the HS256 secret)
 /// and the identity provider's login URL, each checked against the auth settings.
-fn sign_in(opts: &EdgeOpts, auth: &Auth) -> anyhow::Result<SignIn> {
-    if (opts.demo_sign_in || opts.login_url.is_some()) && !auth.is_on() {
+fn sign_in(opts: &EdgeOpts, auth_on: bool) -> anyhow::Result<SignIn> {
+    if (opts.demo_sign_in || opts.login_url.is_some()) && !auth_on {
         bail!(
             "CARTWHEEL_DEMO_SIGN_IN and CARTWHEEL_LOGIN_URL need CARTWHEEL_AUTH=jwt: with auth \
              off there is nothing to sign in to"
@@ -192,7 +202,7 @@ fn sign_in(opts: &EdgeOpts, auth: &Auth) -> anyhow::Result<SignIn> {
             "demo sign-in is ON (CARTWHEEL_DEMO_SIGN_IN): anyone can sign in as a demo admin; \
              never on the public internet"
         );
-        Some(Arc::new(TokenIssuer::new(
+        Some(Arc::new(TokenIssuer::demo(
             secret,
             opts.jwt_issuer.clone(),
             opts.jwt_audience.clone(),

@@ -352,6 +352,9 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
     )?;
     let issued = issuer
         .issue(&args.sub, &args.roles, args.ttl)
-        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+        .map_err(|e| match e {
+            cartwheel_api::auth::IssueError::Subject(why) => anyhow::anyhow!("--sub: {why}"),
+            other => anyhow::anyhow!(other),
+        })?;
     Ok(issued.token)
 }

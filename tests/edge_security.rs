@@ -957,6 +957,21 @@ async fn the_demo_sign_in_is_for_development_and_issues_working_tokens() -> anyh
     .await?;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(bad.body["error"]["code"], "invalid_input");
+    // Tokens under the secret itself still work beside the demo ones.
+    let real = hs256(&claims("rita", &["admin"]), SECRET);
+    let r = call(&base, Method::GET, "/cluster", Some(&real), None).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
     demo.terminate().await?;
+
+    // A demo token is no good on an edge without the demo sign-in, even one with the
+    // same secret: demo tokens are signed with a key derived from it.
+    let dir = tempfile::tempdir()?;
+    let plain = secured(&dir, &[]).await?;
+    let base = plain.api().base.clone();
+    let r = call(&base, Method::GET, "/cluster", Some(&admin_token), None).await?;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = call(&base, Method::GET, "/cluster", Some(&real), None).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    plain.terminate().await?;
     Ok(())
 }

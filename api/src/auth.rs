@@ -67,6 +67,21 @@ pub struct JwtSettings {
     pub leeway: Duration,
     /// Keys of an OpenID Connect provider, by `kid` (`CARTWHEEL_JWT_JWKS_URL`).
     pub jwks: Option<Arc<crate::jwks::Jwks>>,
+    /// Accept the demo sign-in's tokens (`CARTWHEEL_DEMO_SIGN_IN`). They are signed with a
+    /// key derived from the HS256 secret and name [`DEMO_KID`], so an edge without the
+    /// flag refuses them even when it shares the secret.
+    pub demo: bool,
+}
+
+/// The `kid` of the demo sign-in's tokens.
+pub const DEMO_KID: &str = "cartwheel-demo";
+
+/// The least length of the HS256 secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The demo sign-in's signing key: derived from the secret, never the secret itself.
+fn demo_key(secret: &str) -> Vec<u8> {
+    format!("{secret}\0{DEMO_KID}").into_bytes()
 }
 
 impl std::fmt::Debug for JwtSettings {
@@ -78,6 +93,7 @@ impl std::fmt::Debug for JwtSettings {
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
             .field("jwks", &self.jwks)
+            .field("demo", &self.demo)
             .finish()
     }
 }
@@ -104,6 +120,8 @@ pub struct JwtVerifier {
     keys: Vec<(Algorithm, DecodingKey, Validation)>,
     /// A provider's keys: a token with a `kid` is checked against that key alone.
     jwks: Option<Arc<crate::jwks::Jwks>>,
+    /// The demo sign-in's key and rules, when demo tokens are accepted.
+    demo: Option<(DecodingKey, Validation)>,
     /// Issuer, audience and leeway, for the rules of JWKS keys.
     settings: JwtSettings,
 }
@@ -169,7 +187,7 @@ impl JwtVerifier {
     pub fn new(s: &JwtSettings) -> Result<JwtVerifier, AuthSetupError> {
         let mut keys = Vec::new();
         if let Some(secret) = &s.hs256_secret {
-            if secret.len() < 32 {
+            if secret.len() < MIN_SECRET_LEN {
                 return Err(AuthSetupError::WeakSecret);
             }
             keys.push((
@@ -193,6 +211,13 @@ impl JwtVerifier {
             .into_iter()
             .map(|(alg, key)| (alg, key, validation(alg, s)))
             .collect();
+        let demo = match (&s.hs256_secret, s.demo) {
+            (Some(secret), true) => Some((
+                DecodingKey::from_secret(&demo_key(secret)),
+                validation(Algorithm::HS256, s),
+            )),
+            _ => None,
+        };
         let settings = JwtSettings {
             hs256_secret: None,
             public_key_pem: None,
@@ -201,6 +226,7 @@ impl JwtVerifier {
         Ok(JwtVerifier {
             keys,
             jwks: s.jwks.clone(),
+            demo,
             settings,
         })
     }
@@ -212,7 +238,9 @@ impl JwtVerifier {
     pub async fn verify_token(&self, token: &str) -> Result<User, Refusal> {
         if let Some(jwks) = &self.jwks {
             let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
-            if let Some(kid) = header.kid.as_deref() {
+            if let Some(kid) = header.kid.as_deref()
+                && kid != DEMO_KID
+            {
                 let k = jwks.key(kid).await.ok_or(Refusal::UnknownKey)?;
                 if header.alg != k.alg {
                     return Err(Refusal::Algorithm);
@@ -227,6 +255,14 @@ impl JwtVerifier {
     /// returns who it names.
     pub fn verify(&self, token: &str) -> Result<User, Refusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
+        if header.kid.as_deref() == Some(DEMO_KID) {
+            // Only an edge with the demo sign-in on accepts its tokens.
+            let (key, rules) = self.demo.as_ref().ok_or(Refusal::UnknownKey)?;
+            if header.alg != Algorithm::HS256 {
+                return Err(Refusal::Algorithm);
+            }
+            return claims(token, key, rules);
+        }
         let (_, key, rules) = self
             .keys
             .iter()
@@ -236,11 +272,13 @@ impl JwtVerifier {
     }
 }
 
-/// Decodes and checks a token with one key and its rules.
-/// Signs HS256 tokens the edge accepts under the same secret: `cartwheel token` and the
-/// demo sign-in (`POST /auth/demo`). Its `Debug` never shows the secret.
+/// Signs HS256 tokens: `cartwheel token` under the edge's secret ([`TokenIssuer::new`]),
+/// the demo sign-in (`POST /auth/demo`) under a key derived from it
+/// ([`TokenIssuer::demo`]). Its `Debug` never shows a key.
 pub struct TokenIssuer {
     key: jsonwebtoken::EncodingKey,
+    /// `Some(DEMO_KID)` for demo tokens.
+    kid: Option<&'static str>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -282,14 +320,28 @@ impl TokenIssuer {
         issuer: Option<String>,
         audience: Option<String>,
     ) -> Result<TokenIssuer, AuthSetupError> {
-        if secret.len() < 32 {
+        if secret.len() < MIN_SECRET_LEN {
             return Err(AuthSetupError::WeakSecret);
         }
         Ok(TokenIssuer {
             key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            kid: None,
             issuer,
             audience,
         })
+    }
+
+    /// An issuer of demo tokens: signed with a key derived from `secret` and naming
+    /// [`DEMO_KID`], so only edges with [`JwtSettings::demo`] accept them.
+    pub fn demo(
+        secret: &str,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<TokenIssuer, AuthSetupError> {
+        let mut issuer = TokenIssuer::new(secret, issuer, audience)?;
+        issuer.key = jsonwebtoken::EncodingKey::from_secret(&demo_key(secret));
+        issuer.kid = Some(DEMO_KID);
+        Ok(issuer)
     }
 
     /// A token for `sub` with `roles`, valid for `ttl` from now.
@@ -311,15 +363,14 @@ impl TokenIssuer {
         if let Some(aud) = &self.audience {
             claims["aud"] = aud.clone().into();
         }
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(Algorithm::HS256),
-            &claims,
-            &self.key,
-        )?;
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = self.kid.map(str::to_owned);
+        let token = jsonwebtoken::encode(&header, &claims, &self.key)?;
         Ok(Issued { token, expires_at })
     }
 }
 
+/// Decodes and checks a token with one key and its rules.
 fn claims(token: &str, key: &DecodingKey, rules: &Validation) -> Result<User, Refusal> {
     let data = jsonwebtoken::decode::<Claims>(token, key, rules).map_err(|e| {
         tracing::debug!(error = %e, "token refused");

@@ -106,6 +106,8 @@ const state = {
   userId: "",
   /** The signed-in identity when auth is on: `{token, sub, admin}`. */
   identity: null,
+  /** What `GET /auth/config` said. */
+  authConfig: null,
   cartId: null,
   /** The cart on screen; replaced only by a greater version. */
   cart: null,
@@ -1030,9 +1032,12 @@ function usable(token) {
   return { token, sub: c.sub, admin: Array.isArray(c.roles) && c.roles.includes("admin") };
 }
 
-/** The token an identity provider sent back in the fragment (`#access_token=…` or `#id_token=…`). */
+/**
+ * What an identity provider sent back in the fragment: `{token}` (`#access_token=…`,
+ * else `#id_token=…`), `{error}`, or null when the fragment is not a sign-in answer.
+ */
 function tokenFromProvider() {
-  if (!/^#(.*&)?(access_token|id_token)=/.test(location.hash)) return null;
+  if (!/^#(.*&)?(access_token|id_token|error)=/.test(location.hash)) return null;
   const params = new URLSearchParams(location.hash.slice(1));
   const expected = store.get(LOGIN_STATE_KEY);
   store.del(LOGIN_STATE_KEY);
@@ -1041,7 +1046,18 @@ function tokenFromProvider() {
   if (!expected || params.get("state") !== expected) {
     return { error: "The sign-in answer did not match this page's request. Please sign in again." };
   }
-  return { token: params.get("access_token") || params.get("id_token") };
+  if (params.has("error")) {
+    const why = params.get("error_description") || params.get("error");
+    return { error: `The identity provider did not sign you in (${why}).` };
+  }
+  const access = params.get("access_token");
+  if (access) return { token: access };
+  // An ID token must carry the nonce this page sent with the request.
+  const id = params.get("id_token");
+  if (claimsOf(id ?? "")?.nonce !== expected) {
+    return { error: "The sign-in answer did not match this page's request. Please sign in again." };
+  }
+  return { token: id };
 }
 
 function signIn(identity) {
@@ -1053,10 +1069,9 @@ function signIn(identity) {
   store.set("cw.user", identity.sub);
 }
 
+/** Forgets the session (token, the person's cart and id) and starts the page again. */
 function signOut() {
-  store.del(TOKEN_KEY);
-  store.del("cw.cart");
-  store.del("cw.user");
+  for (const key of [TOKEN_KEY, LOGIN_STATE_KEY, "cw.cart", "cw.user"]) store.del(key);
   location.replace(location.pathname);
 }
 
@@ -1079,7 +1094,7 @@ function showSignIn(config, message) {
     store.set(LOGIN_STATE_KEY, nonce);
     const url = new URL(config.login_url);
     url.searchParams.set("state", nonce);
-    if (!url.searchParams.has("nonce")) url.searchParams.set("nonce", nonce);
+    url.searchParams.set("nonce", nonce);
     location.assign(url.href);
   });
   for (const role of ["shopper", "admin"]) {
@@ -1110,13 +1125,19 @@ function showSignIn(config, message) {
 
 /** Asks the edge how to sign in, then starts the shop (or the sign-in first). */
 async function boot() {
-  let config = { auth: "off", demo: false, login_url: null };
-  try {
-    config = (await rest("GET", "/auth/config")).body ?? config;
-  } catch {
-    // An edge without /auth/config, or none reachable yet: shop as with auth off; a
-    // 401 later brings the sign-in.
+  let config = null;
+  // A busy or restarting edge may not answer at once: ask again, with backoff.
+  for (let attempt = 0; attempt < 5 && !config; attempt++) {
+    try {
+      config = (await rest("GET", "/auth/config")).body;
+    } catch (err) {
+      // An edge without /auth/config (older than the sign-in): shop as with auth off.
+      if (err instanceof ShopError && err.code === "not_found") break;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
   }
+  config ??= { auth: "off", demo: false, login_url: null };
+  state.authConfig = config;
   if (config.auth !== "jwt") {
     start();
     return;
@@ -1136,11 +1157,18 @@ async function boot() {
   start();
 }
 
-// The token expired or was revoked: back to the sign-in.
+// A 401: the token expired or was revoked (or the page never got the sign-in): start
+// again, which shows the sign-in. Only once per page, so a misconfigured edge cannot
+// make it reload in a loop.
+let signingOut = false;
 addEventListener("cw-unauthorized", () => {
-  store.del(TOKEN_KEY);
-  store.del("cw.cart");
-  location.replace(location.pathname);
+  if (signingOut) return;
+  if (state.identity || state.authConfig?.auth === "jwt") {
+    signingOut = true;
+    signOut();
+  } else {
+    showError("This shop needs you to sign in, and its edge does not say how. Reload to try again.");
+  }
 });
 
 boot();

@@ -45,8 +45,8 @@ export async function rest(method, path, { body, headers = {}, timeoutMs = REQUE
       parsed = null;
     }
   }
-  if (res.status === 401 && bearer) {
-    // The token expired or was revoked: the page asks the person to sign in again.
+  if (res.status === 401) {
+    // No token, or it expired or was revoked: the page asks the person to sign in.
     dispatchEvent(new CustomEvent("cw-unauthorized"));
   }
   if (!res.ok) throw errorFromBody(parsed, res.status);

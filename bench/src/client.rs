@@ -151,17 +151,19 @@ impl Ws {
     /// query parameter (browsers cannot set headers on a WebSocket; the edge reads it
     /// there).
     pub async fn connect(base: &str, token: Option<&str>) -> anyhow::Result<Ws> {
-        let mut url = format!(
+        let url = format!(
             "{}/ws",
             base.replacen("http://", "ws://", 1)
                 .replacen("https://", "wss://", 1)
         );
-        if let Some(token) = token {
-            url = format!("{url}?token={token}");
-        }
+        // The token goes in the query (JWTs are URL-safe); messages show `url` without it.
+        let with_token = match token {
+            Some(token) => format!("{url}?token={token}"),
+            None => url.clone(),
+        };
         let (stream, _) = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            tokio_tungstenite::connect_async(url.as_str()),
+            tokio_tungstenite::connect_async(with_token.as_str()),
         )
         .await
         .with_context(|| format!("connecting {url}: timed out"))?

@@ -83,13 +83,8 @@ pub fn redacted(urls: &str) -> String {
 /// The `user:password` (or a lone token) of the first URL that has one.
 fn url_credentials(servers: &[String]) -> Option<(String, Option<String>)> {
     servers.iter().find_map(|url| {
-        let rest = url.split_once("://")?.1;
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        let (userinfo, _) = authority.rsplit_once('@')?;
-        Some(match userinfo.split_once(':') {
-            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
-            None => (userinfo.to_owned(), None),
-        })
+        let (user, password) = crate::redact::userinfo(url)?;
+        Some((user.to_owned(), password.map(str::to_owned)))
     })
 }
 

@@ -4,8 +4,9 @@
 //!   store dir, and can be killed with SIGKILL and restarted on the same port and data to
 //!   test durability. [`nats_server_bin`] finds the binary (`CARTWHEEL_NATS_SERVER`, then
 //!   the workspace's `.tools/bin`, then `PATH`). Servers and [`NatsCluster`]s require a
-//!   user and a generated password (as production should): their URLs carry them, and
-//!   [`connect`] signs in with them.
+//!   user and a generated password (as production should) unless a server's options
+//!   bring their own auth flags: their URLs carry them, and [`connect`] signs in with
+//!   them.
 //! - [`RedisServer`] runs a real `redis-server` (append-only file on, snapshots off) and
 //!   [`MongoServer`] a MongoDB-wire-compatible server (`secantusd-py`), each on a free
 //!   loopback port with its own data dir, with the same kill -9 and restart. Their

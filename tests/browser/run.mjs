@@ -19,7 +19,7 @@ import path from "node:path";
 
 const [base, artifactDir, MODE = "open"] = process.argv.slice(2);
 if (!base || !artifactDir) {
-  console.error("usage: node run.mjs <base-url> <artifact-dir>");
+  console.error("usage: node run.mjs <base-url> <artifact-dir> [open|auth]");
   process.exit(2);
 }
 const CHROMIUM = process.env.CARTWHEEL_CHROMIUM || "/usr/bin/chromium";
@@ -213,9 +213,9 @@ async function main() {
     await two.page.goto(`${base}/#cart=${shopperCart}`);
     await waitLive(two.page);
     await one.page.click(`${card("MUG-1")} button.add`);
-    await waitQty(two.page, "MUG-1", 1, 2000);
+    await waitQty(two.page, "MUG-1", 1, 5000);
     await two.page.click(`${line("MUG-1")} button[aria-label^="One more"]`);
-    await waitQty(one.page, "MUG-1", 2, 2000);
+    await waitQty(one.page, "MUG-1", 2, 5000);
   });
 
   authStep("another shopper cannot see that cart, from the page or the API", async () => {
@@ -236,7 +236,7 @@ async function main() {
   authStep("the shopper checks out and sees the order confirmed in both tabs", async () => {
     await one.page.click("#checkout");
     await one.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 10000 });
-    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 3000 });
+    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 5000 });
     await shot(one.page, "auth-confirmed.png");
     assert(problems.length === 0, problems.join("\n"));
   });
