@@ -173,6 +173,19 @@ async fn tls_with_client_certificates() -> anyhow::Result<()> {
         "certificate",
         "BEGIN",
     )
+    .await?;
+    // An expired client certificate (signed by the right CA) is refused at once too.
+    let (expired, expired_key) = (tls("client-expired.pem"), tls("client-expired-key.pem"));
+    refused(
+        &nats,
+        &[
+            ("CARTWHEEL_NATS_TLS_CA", ca.as_str()),
+            ("CARTWHEEL_NATS_TLS_CERT", expired.as_str()),
+            ("CARTWHEEL_NATS_TLS_KEY", expired_key.as_str()),
+        ],
+        "tls",
+        "BEGIN",
+    )
     .await
 }
 
