@@ -247,6 +247,8 @@ def check_chart():
             check("jwt-hs256-secret" not in secret_keys, f"{where}: no generated HS256 secret beside a JWKS")
             check(from_secret(edge_env, "CARTWHEEL_RATE_LIMIT_REDIS", "rate-limit-redis"), f"{where}: shared rate limits from the Secret")
             check(len(by_kind(docs, "ServiceMonitor")) == 2, f"{where}: ServiceMonitors for edge and nodes")
+        if auth.get("loginUrl"):
+            check(edge_env.get("CARTWHEEL_LOGIN_URL", {}).get("value") == auth["loginUrl"], f"{where}: the page's login URL")
         if jwt.get("publicKey"):
             check(edge_env["CARTWHEEL_JWT_PUBLIC_KEY_FILE"]["value"] == "/etc/cartwheel/jwt/public.pem", f"{where}: public key file")
             vols = {v["name"]: v for v in edge_pod["spec"].get("volumes", [])}

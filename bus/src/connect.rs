@@ -80,11 +80,17 @@ pub fn redacted(urls: &str) -> String {
         .join(",")
 }
 
-/// The `user:password` (or a lone token) of the first URL that has one.
+/// The `user:password` (or a lone token) of the first URL that has one, percent-decoded
+/// (`p%40ss` is `p@ss`, as the nats CLI reads it).
 fn url_credentials(servers: &[String]) -> Option<(String, Option<String>)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     servers.iter().find_map(|url| {
         let (user, password) = crate::redact::userinfo(url)?;
-        Some((user.to_owned(), password.map(str::to_owned)))
+        Some((decode(user), password.map(decode)))
     })
 }
 
@@ -249,7 +255,7 @@ mod tests {
         let urls = |s: &[&str]| s.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             url_credentials(&urls(&["nats://a:4222", "nats://u:p%40@b:4222"])),
-            Some(("u".to_owned(), Some("p%40".to_owned())))
+            Some(("u".to_owned(), Some("p@".to_owned())))
         );
         assert_eq!(
             url_credentials(&urls(&["nats://tok@a:4222"])),
