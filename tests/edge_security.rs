@@ -625,25 +625,9 @@ async fn two_edges_share_one_budget_through_redis() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_needs_an_explicit_auth_choice_and_up_says_it_is_open() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("edge.log");
-    let mut edge = cartwheel_testkit::ChildProcess::spawn(
-        common::bin(),
-        ["edge"],
-        [
-            ("RUST_BACKTRACE", "0"),
-            ("CARTWHEEL_NATS_URL", "nats://127.0.0.1:1"),
-        ],
-        &log,
-    )?;
-    let status = edge.wait_exit(WAIT).await?.context("edge did not exit")?;
-    assert!(!status.success());
-    assert!(
-        edge.log_contents().contains("CARTWHEEL_AUTH is not set"),
-        "{}",
-        edge.log_contents()
-    );
+    refused_start(&[], "CARTWHEEL_AUTH is not set").await?;
 
+    let dir = tempfile::tempdir()?;
     let up = Proc::up(&dir.path().join("data"), &[], &[]).await?;
     let log = up.child.log_contents();
     assert!(

@@ -90,9 +90,15 @@ fn cluster_unavailable(e: &cartwheel_bus::BusError) -> ApiError {
     ApiError::unavailable(format!("cluster status unavailable: {e}"))
 }
 
+/// The query in `msg`, or the encoded `invalid_input` reply for a malformed one.
+fn decode_query<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, Bytes> {
+    codec::decode(&msg.payload)
+        .map_err(|e| encode_error(&ApiError::invalid(format!("malformed query: {e}"))))
+}
+
 async fn status(q: &Queries, msg: &Message) -> Bytes {
-    if let Err(e) = codec::decode::<ClusterStatusQuery>(&msg.payload) {
-        return encode_error(&ApiError::invalid(format!("malformed query: {e}")));
+    if let Err(reply) = decode_query::<ClusterStatusQuery>(msg) {
+        return reply;
     }
     encode_reply(
         &cluster::status(&q.js, &q.names, q.partitions)
@@ -102,9 +108,9 @@ async fn status(q: &Queries, msg: &Message) -> Bytes {
 }
 
 async fn locate(q: &Queries, msg: &Message) -> Bytes {
-    let l: LocateQuery = match codec::decode(&msg.payload) {
+    let l: LocateQuery = match decode_query(msg) {
         Ok(l) => l,
-        Err(e) => return encode_error(&ApiError::invalid(format!("malformed query: {e}"))),
+        Err(reply) => return reply,
     };
     let Some(kind) = EntityKind::parse(&l.kind) else {
         return encode_error(&ApiError::invalid("kind must be cart, order or inventory"));
@@ -120,9 +126,9 @@ async fn locate(q: &Queries, msg: &Message) -> Bytes {
 }
 
 async fn catalog_page(stores: &Stores, msg: &Message) -> Bytes {
-    let q: CatalogQuery = match codec::decode(&msg.payload) {
+    let q: CatalogQuery = match decode_query(msg) {
         Ok(q) => q,
-        Err(e) => return encode_error(&ApiError::invalid(format!("malformed query: {e}"))),
+        Err(reply) => return reply,
     };
     if let Some(c) = &q.category
         && let Err(e) = validate::id("category", c)
@@ -139,9 +145,9 @@ async fn catalog_page(stores: &Stores, msg: &Message) -> Bytes {
 }
 
 async fn orders_page(stores: &Stores, msg: &Message) -> Bytes {
-    let q: OrdersQuery = match codec::decode(&msg.payload) {
+    let q: OrdersQuery = match decode_query(msg) {
         Ok(q) => q,
-        Err(e) => return encode_error(&ApiError::invalid(format!("malformed query: {e}"))),
+        Err(reply) => return reply,
     };
     if let Some(u) = &q.user_id
         && let Err(e) = validate::id("user_id", u)

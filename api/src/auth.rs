@@ -320,15 +320,7 @@ impl TokenIssuer {
         issuer: Option<String>,
         audience: Option<String>,
     ) -> Result<TokenIssuer, AuthSetupError> {
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(AuthSetupError::WeakSecret);
-        }
-        Ok(TokenIssuer {
-            key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-            kid: None,
-            issuer,
-            audience,
-        })
+        TokenIssuer::with_key(secret, secret.as_bytes(), None, issuer, audience)
     }
 
     /// An issuer of demo tokens: signed with a key derived from `secret` and naming
@@ -338,10 +330,26 @@ impl TokenIssuer {
         issuer: Option<String>,
         audience: Option<String>,
     ) -> Result<TokenIssuer, AuthSetupError> {
-        let mut issuer = TokenIssuer::new(secret, issuer, audience)?;
-        issuer.key = jsonwebtoken::EncodingKey::from_secret(&demo_key(secret));
-        issuer.kid = Some(DEMO_KID);
-        Ok(issuer)
+        TokenIssuer::with_key(secret, &demo_key(secret), Some(DEMO_KID), issuer, audience)
+    }
+
+    /// Checks `secret`'s length, then signs with `key` (the secret, or derived from it).
+    fn with_key(
+        secret: &str,
+        key: &[u8],
+        kid: Option<&'static str>,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<TokenIssuer, AuthSetupError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(AuthSetupError::WeakSecret);
+        }
+        Ok(TokenIssuer {
+            key: jsonwebtoken::EncodingKey::from_secret(key),
+            kid,
+            issuer,
+            audience,
+        })
     }
 
     /// A token for `sub` with `roles`, valid for `ttl` from now.

@@ -71,7 +71,7 @@ export class Live extends EventTarget {
   #timer = 0;
   #state = "connecting";
 
-  /** `url`: the socket's URL, or a function that gives it at each (re)connection. */
+  /** `url`: a function that gives the socket's URL at each (re)connection (it carries the current token). */
   constructor(url) {
     super();
     this.#url = url;
@@ -151,7 +151,7 @@ export class Live extends EventTarget {
     this.#timer = 0;
     let ws;
     try {
-      ws = new WebSocket(typeof this.#url === "function" ? this.#url() : this.#url);
+      ws = new WebSocket(this.#url());
     } catch {
       this.#scheduleReconnect();
       return;

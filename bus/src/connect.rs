@@ -117,7 +117,7 @@ fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Applies `auth` to connection options: one identity at most (with none given, the
 /// `user:password` or token of a server URL, as the nats CLI reads it), TLS when a CA or
 /// a client certificate is given.
-pub async fn with_auth(
+async fn with_auth(
     mut o: ConnectOptions,
     auth: &NatsAuth,
     servers: &[String],
