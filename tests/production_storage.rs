@@ -254,6 +254,7 @@ async fn the_scenario_on_mongodb_and_redis_survives_restarts_of_each() -> anyhow
         state: changed,
         outbox: vec![cart_event.clone()],
         applied: Vec::new(),
+        changes: Vec::new(),
     };
     carts_in_redis
         .update(&dave, &pending, current.revision)
@@ -268,6 +269,7 @@ async fn the_scenario_on_mongodb_and_redis_survives_restarts_of_each() -> anyhow
         state: stock,
         outbox: vec![stock_event.clone()],
         applied: Vec::new(),
+        changes: Vec::new(),
     };
     in_mongo
         .inventory

@@ -17,7 +17,7 @@
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use cartwheel_bus::messages::{CatalogQuery, MAX_PAGE};
-use cartwheel_bus::{Names, codec};
+use cartwheel_bus::{Names, events};
 use cartwheel_domain::{Event, Product};
 use cartwheel_storage::{StoreError, Stores};
 use futures::StreamExt;
@@ -214,15 +214,21 @@ async fn follow(
             next = current.next() => next,
         };
         match next {
-            Some(Ok(msg)) => match codec::decode::<Event>(&msg.payload) {
-                Ok(
-                    Event::ProductCreated { product }
-                    | Event::ProductUpdated { product }
-                    | Event::PriceChanged { product, .. },
-                ) => catalog.remember(product),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "undecodable product event skipped"),
-            },
+            Some(Ok(msg)) => {
+                match events::decode_events::<Product>(msg.headers.as_ref(), &msg.payload) {
+                    Ok(events) => {
+                        for event in events {
+                            if let Event::ProductCreated { product }
+                            | Event::ProductUpdated { product }
+                            | Event::PriceChanged { product, .. } = event
+                            {
+                                catalog.remember(product);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "undecodable product event skipped"),
+                }
+            }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "product event feed interrupted; it resumes by itself");
             }

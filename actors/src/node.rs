@@ -36,6 +36,21 @@ pub enum NodeError {
     Placement(String),
 }
 
+/// The kinds whose store delivers their events (NATS KV): their event streams source
+/// the buckets.
+pub fn sourced_kinds(stores: &cartwheel_storage::Stores) -> Vec<&'static str> {
+    let delivers = [
+        ("cart", stores.carts.delivers_events()),
+        ("order", stores.orders.delivers_events()),
+        ("inventory", stores.inventory.delivers_events()),
+        ("product", stores.products.delivers_events()),
+    ];
+    delivers
+        .into_iter()
+        .filter_map(|(kind, yes)| yes.then_some(kind))
+        .collect()
+}
+
 /// A running node.
 pub struct Node {
     ctx: Ctx,
@@ -59,7 +74,7 @@ impl Node {
     /// Starts a node on `ctx` (its lease guard is replaced by the node's own); returns
     /// once the first placement round is done, so the node serves its share.
     pub async fn start(mut ctx: Ctx, streams: &StreamSettings) -> Result<Node, NodeError> {
-        events::ensure_streams(&ctx.js, ctx.names(), streams).await?;
+        events::ensure_streams(&ctx.js, ctx.names(), streams, &sourced_kinds(&ctx.stores)).await?;
         ctx.guard = Arc::new(LeaseGuard::new(ctx.bus.config().partitions));
         let shutdown = CancellationToken::new();
         // Products priced from memory before the node serves any cart.

@@ -1,8 +1,18 @@
-//! Persist-then-publish: the one write path every behaviour uses.
+//! The one write path every behaviour uses.
 //!
-//! A change is stored with its events (the outbox) in one compare-and-set write. Only
-//! then are the events published to JetStream, each with `Nats-Msg-Id`, and then the
-//! reply is sent. The outbox holds every event not yet acknowledged by its stream, in
+//! A change is stored with its events in one compare-and-set write.
+//!
+//! **On a store that delivers events** (NATS KV, [`EntityStore::delivers_events`]) that
+//! write is all: the record keeps the events as [`Change`](cartwheel_domain::Change)s
+//! (without the entity, which is its state), nats-server republishes the stored value to
+//! the live subject and copies it into the event stream, and the reply goes out as soon
+//! as the write is acknowledged. One durable write per change, no publish, no ack wait,
+//! and a write the compare-and-set refused is never published (see `cartwheel_bus::events`).
+//!
+//! **On other stores** (MongoDB, Redis), and for events an older release left in a
+//! record's outbox, persist-then-publish: the events are stored in the record's outbox,
+//! then published to JetStream, each with `Nats-Msg-Id`, and then the reply is sent. The
+//! outbox holds every event not yet acknowledged by its stream, in
 //! version order: a publish that gets no ack within [`PUBLISH_WAIT`] (the stream electing
 //! a leader after a NATS server died) does not hold the reply up; the event stays in the
 //! outbox of the next write, goes out again before that write's own events, is retried in
@@ -115,12 +125,18 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
             .unwrap_or_default(),
     );
     let mut outbox = carried.clone();
-    outbox.extend(events);
+    let changes = if store.delivers_events() {
+        events.iter().map(Event::change).collect()
+    } else {
+        outbox.extend(events);
+        Vec::new()
+    };
     cap_outbox(&mut outbox, &key);
     let record = Record {
         state,
         outbox,
         applied,
+        changes,
     };
     let expected = current.as_ref().map(|v| v.revision);
     let revision = match store_record(ctx, store, id, &kind, p, &record, expected).await {
@@ -135,6 +151,8 @@ pub async fn save<T: Clone + PartialEq + Send + Sync + 'static>(
         }
     };
     let mut kept = record;
+    // Delivered by the store; the live entity does not need them.
+    kept.changes = Vec::new();
     publish_outbox(ctx, &mut kept.outbox, Some(request_id)).await;
     *current = Some(Versioned {
         record: kept,

@@ -225,7 +225,7 @@ async fn events_a_stream_does_not_acknowledge_wait_in_the_outbox_and_arrive_in_o
     );
     // The stream is back: the held events go out before the next write's own (or by the
     // relay, before it), in order, and nothing waits any more.
-    events::ensure_streams(&js, &names, &StreamSettings::default()).await?;
+    events::ensure_streams(&js, &names, &StreamSettings::default(), &[]).await?;
     assert_eq!(add(&bus, "c", "A").await?.version, 4);
     let outboxes = node.ctx().outboxes.clone();
     wait_for("nothing left to publish", Duration::from_secs(10), || {

@@ -34,7 +34,8 @@ type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 async fn publish(nats: &async_nats::Client, cart: &Cart) {
     let subject = Names::default().event(EntityKind::Cart.as_str(), &cart.id);
     let event = Event::CartUpdated { cart: cart.clone() };
-    nats.publish(subject, codec::encode(&event).unwrap())
+    let (headers, payload) = cartwheel_bus::events::event_message(&event).unwrap();
+    nats.publish_with_headers(subject, headers, payload)
         .await
         .unwrap();
     nats.flush().await.unwrap();

@@ -10,6 +10,7 @@
 //! | order commands | `{prefix}.order.{p}.{order_id}` |
 //! | read-side queries | `{prefix}.query.catalog`, `{prefix}.query.orders` |
 //! | events | `{prefix}.evt.{kind}.{id}` in stream `{PREFIX}_EVT_{KIND}` |
+//! | live changes | `{prefix}.live.{kind}.{id}`: each stored KV value, republished by the bucket |
 //! | KV buckets | `{prefix}_carts`, `{prefix}_orders`, `{prefix}_products`, `{prefix}_inventory` |
 
 /// The kinds of entity that live in actors, each with its own subject space.
@@ -202,6 +203,38 @@ impl Names {
         )
     }
 
+    /// The live subject of one entity: `{prefix}.live.{kind}.{id}`, where its KV bucket
+    /// republishes each value it stored (never a refused write).
+    pub fn live(&self, kind: &str, id: &str) -> String {
+        format!("{}.live.{}.{}", self.prefix, kind, id)
+    }
+
+    /// Every live subject of a kind: `{prefix}.live.{kind}.>` (a bucket's republish
+    /// destination).
+    pub fn live_subjects(&self, kind: &str) -> String {
+        format!("{}.live.{}.>", self.prefix, kind)
+    }
+
+    /// The KV bucket of an event kind (`cart`, `order`, `inventory`, `product`).
+    pub fn entity_bucket(&self, kind: &str) -> String {
+        match kind {
+            "cart" => self.carts_bucket(),
+            "order" => self.orders_bucket(),
+            "product" => self.products_bucket(),
+            _ => self.inventory_bucket(),
+        }
+    }
+
+    /// The stream behind a KV bucket: `KV_{bucket}`.
+    pub fn kv_stream(bucket: &str) -> String {
+        format!("KV_{bucket}")
+    }
+
+    /// The subjects of a KV bucket's stream: `$KV.{bucket}.>`.
+    pub fn kv_subjects(bucket: &str) -> String {
+        format!("$KV.{bucket}.>")
+    }
+
     fn bucket(&self, what: &str) -> String {
         format!("{}_{}", self.prefix.replace('-', "_"), what)
     }
@@ -275,6 +308,11 @@ mod tests {
         assert_eq!(n.entity_queue_group(EntityKind::Cart), "cw-cart");
         assert_eq!(n.event("cart", "c1"), "cw.evt.cart.c1");
         assert_eq!(n.event_stream_subjects("order"), "cw.evt.order.>");
+        assert_eq!(n.live("cart", "c1"), "cw.live.cart.c1");
+        assert_eq!(n.live_subjects("inventory"), "cw.live.inventory.>");
+        assert_eq!(n.entity_bucket("product"), "cw_products");
+        assert_eq!(Names::kv_stream("cw_carts"), "KV_cw_carts");
+        assert_eq!(Names::kv_subjects("cw_carts"), "$KV.cw_carts.>");
         assert_eq!(n.event_stream("inventory"), "CW_EVT_INVENTORY");
         assert_eq!(n.carts_bucket(), "cw_carts");
         assert_eq!(n.orders_bucket(), "cw_orders");

@@ -4,7 +4,7 @@
 //! consumer never needs to read storage and can drop anything older than what it saw.
 
 use crate::cart::Cart;
-use crate::inventory::InventoryView;
+use crate::inventory::{Inventory, InventoryView};
 use crate::order::{Order, OrderStatus};
 use crate::product::Product;
 use serde::{Deserialize, Serialize};
@@ -126,5 +126,119 @@ impl Event {
             self.version(),
             self.name()
         )
+    }
+}
+
+/// An event without the entity it carries: what a stored record keeps of each event of
+/// the change that produced it. The entity is the record's state, so a record holds it
+/// once; [`Evented::event`] puts the two back together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Change {
+    /// [`Event::CartUpdated`].
+    CartUpdated,
+    /// [`Event::CartCheckedOut`].
+    CartCheckedOut {
+        /// The order placed from the cart.
+        order_id: String,
+    },
+    /// [`Event::OrderCreated`].
+    OrderCreated,
+    /// [`Event::OrderStatusUpdated`].
+    OrderStatusUpdated {
+        /// The status before.
+        from: OrderStatus,
+    },
+    /// [`Event::StockUpdated`].
+    StockUpdated,
+    /// [`Event::ProductCreated`].
+    ProductCreated,
+    /// [`Event::ProductUpdated`].
+    ProductUpdated,
+    /// [`Event::PriceChanged`].
+    PriceChanged {
+        /// The old price in minor units.
+        old_price: i64,
+    },
+}
+
+impl Event {
+    /// What a record keeps of this event (everything but the entity).
+    pub fn change(&self) -> Change {
+        match self {
+            Event::CartUpdated { .. } => Change::CartUpdated,
+            Event::CartCheckedOut { order_id, .. } => Change::CartCheckedOut {
+                order_id: order_id.clone(),
+            },
+            Event::OrderCreated { .. } => Change::OrderCreated,
+            Event::OrderStatusUpdated { from, .. } => Change::OrderStatusUpdated { from: *from },
+            Event::StockUpdated { .. } => Change::StockUpdated,
+            Event::ProductCreated { .. } => Change::ProductCreated,
+            Event::ProductUpdated { .. } => Change::ProductUpdated,
+            Event::PriceChanged { old_price, .. } => Change::PriceChanged {
+                old_price: *old_price,
+            },
+        }
+    }
+}
+
+/// An entity whose events can be rebuilt from its state and a [`Change`].
+pub trait Evented {
+    /// The event `change` describes, carrying `self`; `None` when `change` belongs to
+    /// another kind of entity.
+    fn event(&self, change: &Change) -> Option<Event>;
+}
+
+impl Evented for Cart {
+    fn event(&self, change: &Change) -> Option<Event> {
+        match change {
+            Change::CartUpdated => Some(Event::CartUpdated { cart: self.clone() }),
+            Change::CartCheckedOut { order_id } => Some(Event::CartCheckedOut {
+                cart: self.clone(),
+                order_id: order_id.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Evented for Order {
+    fn event(&self, change: &Change) -> Option<Event> {
+        match change {
+            Change::OrderCreated => Some(Event::OrderCreated {
+                order: self.clone(),
+            }),
+            Change::OrderStatusUpdated { from } => Some(Event::OrderStatusUpdated {
+                order: self.clone(),
+                from: *from,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Evented for Inventory {
+    fn event(&self, change: &Change) -> Option<Event> {
+        match change {
+            Change::StockUpdated => Some(Event::StockUpdated {
+                inventory: self.view(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Evented for Product {
+    fn event(&self, change: &Change) -> Option<Event> {
+        let product = self.clone();
+        match change {
+            Change::ProductCreated => Some(Event::ProductCreated { product }),
+            Change::ProductUpdated => Some(Event::ProductUpdated { product }),
+            Change::PriceChanged { old_price } => Some(Event::PriceChanged {
+                product,
+                old_price: *old_price,
+            }),
+            _ => None,
+        }
     }
 }

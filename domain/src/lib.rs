@@ -17,7 +17,7 @@ pub mod validate;
 
 pub use cart::{Cart, CartLine, CartStatus, CheckoutRecord};
 pub use error::{DomainError, ErrorCode};
-pub use event::Event;
+pub use event::{Change, Event, Evented};
 pub use inventory::{Inventory, InventoryView, Reservation};
 pub use money::Currency;
 pub use order::{Order, OrderLine, OrderStatus, SagaStep};

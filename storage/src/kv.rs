@@ -34,6 +34,15 @@
 //!   `Conflict`, and the caller reloads. Refused compare-and-set maps to
 //!   [`StoreError::Conflict`], undecodable values to [`StoreError::Codec`].
 //!
+//! * **The write is the event.** Every bucket republishes each value it stores to
+//!   `{prefix}.live.{kind}.{id}` (the live pushes), and each kind's event stream sources
+//!   the bucket's stream with a subject transform to `{prefix}.evt.{kind}.{id}` (set up by
+//!   the node, `cartwheel_bus::events::ensure_streams`). Both happen inside nats-server
+//!   after the write is stored, so a refused compare-and-set is never published. A
+//!   bucket keeps [`KvSettings::history`] revisions per key: the event stream copies a
+//!   revision before it is dropped unless that many newer writes of the key happen while
+//!   the stream cannot source (64: a leader election of the event stream is seconds).
+//!
 //! This module knows buckets and keys only: it never publishes events or talks to actors.
 
 mod index;
@@ -64,8 +73,9 @@ pub struct KvSettings {
     /// Copies of every bucket in a JetStream cluster: 1 for a single server, 3 for a
     /// production cluster.
     pub replicas: usize,
-    /// Revisions kept per key, 1..=64. One is enough: every change is also published as an
-    /// event that carries the entity's full state, so the event streams are the history.
+    /// Revisions kept per key, 1..=64. The event stream sources every revision from the
+    /// bucket, so a revision must outlive the moment the source copies it: with 64, a key
+    /// would need 64 newer writes while its event stream cannot source.
     pub history: i64,
 }
 
@@ -73,7 +83,7 @@ impl Default for KvSettings {
     fn default() -> Self {
         KvSettings {
             replicas: 1,
-            history: 1,
+            history: MAX_HISTORY,
         }
     }
 }
@@ -93,17 +103,11 @@ pub async fn open(
     names: &Names,
     settings: &KvSettings,
 ) -> Result<Stores, StoreError> {
-    let buckets = [
-        names.carts_bucket(),
-        names.orders_bucket(),
-        names.products_bucket(),
-        names.inventory_bucket(),
-    ];
     let (carts, orders, products, inventory) = futures::try_join!(
-        KvStore::open(js, &buckets[0], settings),
-        KvStore::<Order>::open(js, &buckets[1], settings),
-        KvStore::<Product>::open(js, &buckets[2], settings),
-        KvStore::open(js, &buckets[3], settings),
+        KvStore::open(js, names, "cart", settings),
+        KvStore::<Order>::open(js, names, "order", settings),
+        KvStore::<Product>::open(js, names, "product", settings),
+        KvStore::open(js, names, "inventory", settings),
     )?;
     let orders = Arc::new(orders);
     let products = Arc::new(products);
@@ -122,6 +126,8 @@ pub struct KvStore<T> {
     kv: kv::Store,
     /// For the inboxes of scan consumers (a bucket handle does not expose its client).
     client: async_nats::Client,
+    /// Whether the bucket republishes its values (opened by [`KvStore::open`]).
+    delivers: bool,
     /// `fn() -> T`: the store holds no `T`, so it is `Send + Sync` whatever `T` is.
     _entity: PhantomData<fn() -> T>,
 }
@@ -131,6 +137,7 @@ impl<T> Clone for KvStore<T> {
         KvStore {
             kv: self.kv.clone(),
             client: self.client.clone(),
+            delivers: self.delivers,
             _entity: PhantomData,
         }
     }
@@ -145,21 +152,39 @@ impl<T> std::fmt::Debug for KvStore<T> {
 }
 
 impl<T> KvStore<T> {
-    /// Opens bucket `bucket`, creating it with `settings` if it does not exist.
+    /// Opens the bucket of entity kind `kind` (`cart`, `order`, `product`, `inventory`),
+    /// creating it with `settings` if it does not exist, and makes it republish every
+    /// stored value to the kind's live subjects (an existing bucket of an older release
+    /// gets the republish and `settings.history` added).
     pub async fn open(
         js: &jetstream::Context,
-        bucket: &str,
+        names: &Names,
+        kind: &str,
         settings: &KvSettings,
     ) -> Result<KvStore<T>, StoreError> {
-        let kv = open_bucket(js, bucket, settings).await?;
-        Ok(KvStore::new(js.client(), kv))
+        let bucket = names.entity_bucket(kind);
+        let republish = jetstream::stream::Republish {
+            source: Names::kv_subjects(&bucket),
+            destination: names.live_subjects(kind),
+            headers_only: false,
+        };
+        let kv = open_bucket(js, &bucket, settings, Some(republish)).await?;
+        Ok(KvStore {
+            kv,
+            client: js.client(),
+            delivers: true,
+            _entity: PhantomData,
+        })
     }
 
     /// A store over an already opened bucket; `client` is the connection it was opened on.
+    /// The node publishes its records' events itself (nothing says the bucket
+    /// republishes).
     pub fn new(client: async_nats::Client, kv: kv::Store) -> KvStore<T> {
         KvStore {
             kv,
             client,
+            delivers: false,
             _entity: PhantomData,
         }
     }
@@ -248,6 +273,10 @@ where
         "nats"
     }
 
+    fn delivers_events(&self) -> bool {
+        self.delivers
+    }
+
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         let keys = scan::latest(&self.kv, &self.client, scan::Payload::KeysOnly, |_| true).await?;
         Ok(keys.into_keys().collect())
@@ -285,11 +314,14 @@ impl<T> KvStore<T> {
     }
 }
 
-/// Opens bucket `name`, creating it if missing; see [`open`].
+/// Opens bucket `name`, creating it if missing; see [`open`]. With `republish`, an
+/// existing bucket without it (or keeping fewer revisions than `settings.history`) is
+/// updated to republish and keep them.
 async fn open_bucket(
     js: &jetstream::Context,
     name: &str,
     settings: &KvSettings,
+    republish: Option<jetstream::stream::Republish>,
 ) -> Result<kv::Store, StoreError> {
     if !(1..=MAX_HISTORY).contains(&settings.history) || settings.replicas == 0 {
         return Err(StoreError::Unavailable(format!(
@@ -303,9 +335,59 @@ async fn open_bucket(
         history: settings.history,
         num_replicas: settings.replicas,
         storage: StorageType::File,
+        republish: republish.clone(),
         ..kv::Config::default()
     };
-    open_or_create(js, config).await
+    let store = open_or_create(js, config).await?;
+    match republish {
+        Some(republish) => upgraded(js, store, &republish, settings.history).await,
+        None => Ok(store),
+    }
+}
+
+/// `store`, republishing with `republish` and keeping at least `history` revisions: a
+/// bucket created by an older release (no republish, one revision) is updated in place.
+/// Several nodes may do this at once; the update is the same from each.
+async fn upgraded(
+    js: &jetstream::Context,
+    store: kv::Store,
+    republish: &jetstream::stream::Republish,
+    history: i64,
+) -> Result<kv::Store, StoreError> {
+    let mut config = store.stream.cached_info().config.clone();
+    let current = config
+        .republish
+        .as_ref()
+        .map(|r| (&r.source, &r.destination));
+    if current == Some((&republish.source, &republish.destination))
+        && config.max_messages_per_subject >= history
+    {
+        return Ok(store);
+    }
+    tracing::info!(bucket = %store.name, history, destination = %republish.destination,
+        "updating KV bucket: republish its values and keep revisions for the event stream");
+    config.republish = Some(jetstream::stream::Republish {
+        source: republish.source.clone(),
+        destination: republish.destination.clone(),
+        headers_only: false,
+    });
+    config.max_messages_per_subject = config.max_messages_per_subject.max(history);
+    let started = std::time::Instant::now();
+    loop {
+        match js.update_stream(&config).await {
+            Ok(_) => return Ok(store),
+            Err(e) if started.elapsed() >= cartwheel_bus::STARTUP_WAIT => {
+                return Err(StoreError::Unavailable(format!(
+                    "updating KV bucket {}: {e}",
+                    store.name
+                )));
+            }
+            Err(e) => {
+                tracing::info!(bucket = %store.name, error = %e, "KV bucket update failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 /// Opens the bucket `config` names, creating it with `config` when it does not exist, and

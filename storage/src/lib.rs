@@ -10,11 +10,19 @@
 //!   Every backend passes the same conformance suite (`storage/tests/conformance`).
 //!   [`select`] opens the mix a node's configuration names.
 //!
-//! A stored document is a [`Record`]: the entity's state plus its *outbox*, the events of
-//! the change that produced it. The events are stored with the state in one write, so an
-//! event can never be lost between the store write and the JetStream publish: whoever
-//! activates the entity next publishes the outbox again (JetStream de-duplicates by
-//! `Nats-Msg-Id`).
+//! A stored document is a [`Record`]: the entity's state plus the events of the change that
+//! produced it, stored in the same write. How they reach JetStream depends on the backend:
+//!
+//! * **NATS KV delivers them itself** ([`EntityStore::delivers_events`]): the record keeps
+//!   each event as a [`Change`] (the event without the entity, which is the state), the
+//!   bucket republishes every stored value to `{prefix}.live.{kind}.{id}` for live pushes,
+//!   and each kind's event stream *sources* the bucket's stream, so the compare-and-set
+//!   write is the event: one durable write per change, and a refused write is never
+//!   published.
+//! * **MongoDB and Redis** keep them in the record's *outbox*, which the node publishes
+//!   after the write; an event can never be lost between the store write and the publish,
+//!   because whoever activates the entity next publishes the outbox again (JetStream
+//!   de-duplicates by `Nats-Msg-Id`).
 //!
 //! This crate never sends a request to an actor and never touches the edge.
 
@@ -30,7 +38,7 @@ pub mod select;
 
 use async_trait::async_trait;
 use cartwheel_bus::messages::{CatalogQuery, OrdersQuery, Page};
-use cartwheel_domain::{Cart, Event, Inventory, Order, Product};
+use cartwheel_domain::{Cart, Change, Event, Inventory, Order, Product};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -45,9 +53,15 @@ pub type Revision = u64;
 pub struct Record<T> {
     /// The entity.
     pub state: T,
-    /// Events of the change that produced `state`, re-published on the next activation.
+    /// Events the node publishes itself and that were not acknowledged yet (backends
+    /// that do not deliver events), re-published on the next activation.
     #[serde(default)]
     pub outbox: Vec<Event>,
+    /// The events of the change that produced `state`, without the entity, on a backend
+    /// that delivers them itself ([`EntityStore::delivers_events`]): the stored value is
+    /// the event. Empty in records of older releases, whose events are in `outbox`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
     /// The last commands applied to the entity, oldest first, at most
     /// [`Applied::WINDOW`]: a repeat of one of them (a retried request, a client resending
     /// after a timeout) is answered, not applied again. Stored in the same write as the
@@ -63,6 +77,7 @@ impl<T> Record<T> {
             state,
             outbox: Vec::new(),
             applied: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -169,6 +184,13 @@ pub trait EntityStore<T>: Send + Sync + 'static {
 
     /// The backend's name, for metrics: `nats`, `mongodb`, `redis` or `memory`.
     fn backend(&self) -> &'static str;
+
+    /// Whether a stored record's [`Record::changes`] reach the event stream and the live
+    /// subject without the node publishing them (NATS KV: republish and a sourced stream).
+    /// When `false` the node publishes the record's outbox after each write.
+    fn delivers_events(&self) -> bool {
+        false
+    }
 }
 
 /// Product lists: by category and/or active flag, ordered by sku, cursor-paginated.

@@ -116,7 +116,7 @@ pub async fn open(
 
     let carts: Arc<dyn EntityStore<Cart>> = match &selection.carts {
         Backend::Nats => Arc::new(
-            KvStore::<Cart>::open(js, &names.carts_bucket(), &selection.kv)
+            KvStore::<Cart>::open(js, names, "cart", &selection.kv)
                 .await
                 .map_err(opened("the NATS KV bucket of carts"))?,
         ),
@@ -178,11 +178,9 @@ async fn main_in_kv(
     names: &Names,
     settings: &KvSettings,
 ) -> Result<Main, StoreError> {
-    let orders = Arc::new(KvStore::<Order>::open(js, &names.orders_bucket(), settings).await?);
-    let products =
-        Arc::new(KvStore::<Product>::open(js, &names.products_bucket(), settings).await?);
-    let inventory =
-        Arc::new(KvStore::<Inventory>::open(js, &names.inventory_bucket(), settings).await?);
+    let orders = Arc::new(KvStore::<Order>::open(js, names, "order", settings).await?);
+    let products = Arc::new(KvStore::<Product>::open(js, names, "product", settings).await?);
+    let inventory = Arc::new(KvStore::<Inventory>::open(js, names, "inventory", settings).await?);
     Ok(Main {
         orders: orders.clone(),
         order_index: orders,

@@ -158,7 +158,7 @@ async fn kv_older_and_newer_record_shapes_decode() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
     let names = fresh_names();
     let (js, stores) = open(&server, &names).await?;
-    let raw = KvStore::<Cart>::open(&js, &names.carts_bucket(), &KvSettings::default()).await?;
+    let raw = KvStore::<Cart>::open(&js, &names, "cart", &KvSettings::default()).await?;
 
     let now = fixtures::cart("cart-old", "user-1");
     let old = RecordV0 {
@@ -231,8 +231,22 @@ async fn kv_open_creates_named_buckets_idempotently_and_concurrently() -> anyhow
         let store = js.get_key_value(&bucket).await?;
         let config = store.stream.get_info().await?.config;
         assert_eq!(config.storage, StorageType::File, "{bucket}");
-        assert_eq!(config.max_messages_per_subject, 1, "{bucket}");
+        assert_eq!(config.max_messages_per_subject, 64, "{bucket}");
         assert_eq!(config.num_replicas, 1, "{bucket}");
+    }
+    // Each bucket republishes what it stores to its kind's live subjects.
+    for kind in cartwheel_bus::names::EVENT_KINDS {
+        let bucket = names.entity_bucket(kind);
+        let config = js
+            .get_key_value(&bucket)
+            .await?
+            .stream
+            .get_info()
+            .await?
+            .config;
+        let republish = config.republish.context("republishes")?;
+        assert_eq!(republish.source, format!("$KV.{bucket}.>"));
+        assert_eq!(republish.destination, names.live_subjects(kind));
     }
 
     // Opening existing buckets again keeps their data.
@@ -283,8 +297,7 @@ async fn kv_deleted_and_purged_keys_read_as_absent() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
     let names = fresh_names();
     let js = connect(&server).await?;
-    let products =
-        KvStore::<Product>::open(&js, &names.products_bucket(), &KvSettings::default()).await?;
+    let products = KvStore::<Product>::open(&js, &names, "product", &KvSettings::default()).await?;
     for sku in ["p-1", "p-2", "p-3"] {
         products
             .create(sku, &Record::new(fixtures::product(sku, "shoes", 100)))
@@ -319,8 +332,7 @@ async fn kv_undecodable_values_and_invalid_keys() -> anyhow::Result<()> {
     let server = NatsServer::start().await?;
     let names = fresh_names();
     let js = connect(&server).await?;
-    let products =
-        KvStore::<Product>::open(&js, &names.products_bucket(), &KvSettings::default()).await?;
+    let products = KvStore::<Product>::open(&js, &names, "product", &KvSettings::default()).await?;
     products
         .bucket()
         .put("p-bad", vec![0xc1, 0x00].into())

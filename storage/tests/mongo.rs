@@ -124,6 +124,7 @@ async fn mongo_documents_are_readable_with_dates_and_integers() -> anyhow::Resul
         state: cart.clone(),
         outbox: fixtures::every_kind_of_event(),
         applied: Vec::new(),
+        changes: Vec::new(),
     };
     s.carts.create("cart-1", &with_events).await?;
     let mut order = fixtures::order("order-1", "user-1", fixtures::at(7));

@@ -1,10 +1,12 @@
 //! The per-edge cart hub: one core NATS subscription per watched cart, fanned out to every
 //! socket that watches it.
 //!
-//! The first [`Hub::watch`] of a cart subscribes to its event subject
-//! (`names.event("cart", id)`), flushes so the server has registered the interest, and
-//! starts a forwarder task that decodes each `Event` and broadcasts `CartUpdated` /
-//! `CartCheckedOut` carts. Each update is serialized to its push frame once, here, so a
+//! The first [`Hub::watch`] of a cart subscribes to its live subject
+//! (`names.live("cart", id)`, where the KV bucket republishes each stored cart) and to its
+//! event subject (`names.event("cart", id)`, where nodes publish the events of carts kept
+//! in Redis, and nodes of older releases all of them), flushes so the server has
+//! registered the interest, and starts a forwarder task that decodes each message's
+//! events and broadcasts `CartUpdated` / `CartCheckedOut` carts. Each update is serialized to its push frame once, here, so a
 //! thousand sockets on one cart cost one JSON encoding and a thousand cheap clones. The
 //! last [`Watch`] dropped removes the entry, which stops the forwarder and unsubscribes.
 //!
@@ -13,7 +15,7 @@
 use crate::ws::protocol;
 use axum::extract::ws::Utf8Bytes;
 use cartwheel_bus::names::EntityKind;
-use cartwheel_bus::{BusClient, BusError, codec};
+use cartwheel_bus::{BusClient, BusError, events};
 use cartwheel_domain::{Cart, Event};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -117,19 +119,24 @@ impl Hub {
         })
     }
 
-    /// Subscribes to the cart's events and starts its forwarder.
+    /// Subscribes to the cart's changes and starts its forwarder.
     async fn start(&self, cart_id: &str) -> Result<Live, BusError> {
-        let subject = self.bus.names().event(EntityKind::Cart.as_str(), cart_id);
+        let kind = EntityKind::Cart.as_str();
+        let subject = self.bus.names().live(kind, cart_id);
+        let events = self.bus.names().event(kind, cart_id);
         let nats = self.bus.nats();
-        let setup = async {
-            let sub = nats
-                .subscribe(subject.clone())
+        let subscribe = |subject: String| async move {
+            nats.subscribe(subject.clone())
                 .await
-                .map_err(|e| BusError::Nats(format!("subscribe {subject}: {e}")))?;
+                .map_err(|e| BusError::Nats(format!("subscribe {subject}: {e}")))
+        };
+        let setup = async {
+            let live = subscribe(subject.clone()).await?;
+            let published = subscribe(events).await?;
             nats.flush()
                 .await
                 .map_err(|e| BusError::Nats(format!("flush after subscribe {subject}: {e}")))?;
-            Ok::<_, BusError>(sub)
+            Ok::<_, BusError>(futures::stream::select(live, published))
         };
         let sub = tokio::time::timeout(SETUP_TIMEOUT, setup)
             .await
@@ -190,7 +197,7 @@ impl Drop for Release {
 
 /// Decodes the cart's events and broadcasts newer carts until stopped.
 async fn forward(
-    mut sub: async_nats::Subscriber,
+    mut sub: futures::stream::Select<async_nats::Subscriber, async_nats::Subscriber>,
     sender: broadcast::Sender<Arc<CartUpdate>>,
     stop: CancellationToken,
     subject: String,
@@ -207,21 +214,28 @@ async fn forward(
             tracing::debug!(%subject, "cart event subscription ended");
             return;
         };
-        match codec::decode::<Event>(&msg.payload) {
-            Ok(Event::CartUpdated { cart } | Event::CartCheckedOut { cart, .. }) => {
-                if cart.version > last {
-                    last = cart.version;
-                    // No receivers is fine: the last socket may be leaving right now.
-                    let _ = sender.send(Arc::new(CartUpdate::new(&cart)));
-                }
+        let events = match events::decode_events::<Cart>(msg.headers.as_ref(), &msg.payload) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(%subject, error = %e, "undecodable cart change");
+                continue;
             }
-            Ok(other) => tracing::debug!(%subject, event = other.name(), "ignored event"),
-            Err(e) => tracing::warn!(%subject, error = %e, "undecodable cart event"),
+        };
+        for event in events {
+            match event {
+                Event::CartUpdated { cart } | Event::CartCheckedOut { cart, .. } => {
+                    if cart.version > last {
+                        last = cart.version;
+                        // No receivers is fine: the last socket may be leaving right now.
+                        let _ = sender.send(Arc::new(CartUpdate::new(&cart)));
+                    }
+                }
+                other => tracing::debug!(%subject, event = other.name(), "ignored event"),
+            }
         }
     }
-    if let Err(e) = sub.unsubscribe().await {
-        tracing::debug!(%subject, error = %e, "unsubscribe failed");
-    }
+    // Dropping the subscribers unsubscribes both.
+    drop(sub);
 }
 
 #[cfg(test)]
@@ -234,7 +248,8 @@ mod tests {
     async fn publish(nats: &async_nats::Client, cart: &Cart) {
         let subject = cartwheel_bus::Names::default().event("cart", &cart.id);
         let event = Event::CartUpdated { cart: cart.clone() };
-        nats.publish(subject, codec::encode(&event).unwrap())
+        let (headers, payload) = cartwheel_bus::events::event_message(&event).unwrap();
+        nats.publish_with_headers(subject, headers, payload)
             .await
             .unwrap();
         nats.flush().await.unwrap();
@@ -286,5 +301,33 @@ mod tests {
         cart.version = 4;
         publish(&nats, &cart).await;
         assert_eq!(next_version(&mut again).await, 4);
+
+        // What the carts bucket republishes: the stored record, whose changes name the
+        // events and whose state is the cart.
+        #[derive(serde::Serialize)]
+        struct Stored<'a> {
+            state: &'a Cart,
+            outbox: Vec<Event>,
+            changes: Vec<cartwheel_domain::Change>,
+        }
+        let live = cartwheel_bus::Names::default().live("cart", "c1");
+        cart.version = 5;
+        let stored = |cart: &Cart, changes: Vec<cartwheel_domain::Change>| {
+            cartwheel_bus::codec::encode(&Stored {
+                state: cart,
+                outbox: Vec::new(),
+                changes,
+            })
+            .unwrap()
+        };
+        // A record without changes (an older release's, whose node published its events)
+        // is no push; the next one is.
+        nats.publish(live.clone(), stored(&cart, Vec::new()))
+            .await
+            .unwrap();
+        cart.version = 6;
+        let changes = vec![cartwheel_domain::Change::CartUpdated];
+        nats.publish(live, stored(&cart, changes)).await.unwrap();
+        assert_eq!(next_version(&mut again).await, 6);
     }
 }

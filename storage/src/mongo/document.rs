@@ -132,6 +132,7 @@ pub fn from_document<T: DeserializeOwned>(
             state,
             outbox,
             applied,
+            changes: Vec::new(),
         },
         rev,
     ))

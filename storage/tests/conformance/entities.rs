@@ -239,6 +239,7 @@ pub async fn outbox_survives_round_trip(s: &Stores) -> anyhow::Result<()> {
         state: fixtures::cart("cart-1", "user-1"),
         outbox: events.clone(),
         applied: applied.clone(),
+        changes: Vec::new(),
     };
     let revision = s.carts.create("cart-1", &record).await?;
     let loaded = s.carts.load("cart-1").await?.context("loads")?;
@@ -262,6 +263,7 @@ pub async fn outbox_survives_round_trip(s: &Stores) -> anyhow::Result<()> {
         state: order.clone(),
         outbox: vec![cartwheel_domain::Event::OrderCreated { order }],
         applied: Vec::new(),
+        changes: Vec::new(),
     };
     s.orders.create("order-1", &with_events).await?;
     let loaded = s.orders.load("order-1").await?.context("loads")?;
