@@ -128,6 +128,8 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
         "4",
         "--carts",
         "8",
+        "--idle-window",
+        "1s",
         "--fanout",
         "1,5",
         "--fanout-writes",
@@ -166,7 +168,15 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
         .collect();
     assert_eq!(
         names,
-        ["bus", "http", "ws", "fanout", "checkout", "live-carts"]
+        [
+            "idle",
+            "bus",
+            "http",
+            "ws",
+            "fanout",
+            "checkout",
+            "live-carts"
+        ]
     );
     for s in scenarios {
         let scenario = s["name"].as_str().unwrap_or_default();
@@ -192,6 +202,15 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
         assert_eq!(s["measurements"][0]["name"], baseline);
         assert_eq!(s["measurements"][0]["kind"], "baseline");
         assert!(!s["ratios"].as_array().context("ratios")?.is_empty());
+    }
+    // The durable echo (one KV compare-and-set per request) is the second baseline.
+    for (scenario, durable) in [("bus", "bus-durable-echo"), ("http", "http-durable-echo")] {
+        let s = scenarios
+            .iter()
+            .find(|s| s["name"] == scenario)
+            .context(scenario)?;
+        assert_eq!(s["measurements"][1]["name"], durable);
+        assert_eq!(s["measurements"][1]["kind"], "baseline");
     }
     let fanout = scenarios
         .iter()

@@ -2,7 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::entity::{Behavior, EntityMsg, Origin};
-use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
+use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
 use cartwheel_bus::messages::{CartCommand, CheckoutReply, OrderCommand, Reply};
@@ -36,13 +36,6 @@ pub struct CartState {
 
 fn missing(id: &str) -> ApiError {
     ApiError::not_found(format!("cart {id} not found"))
-}
-
-fn conflict_retry(id: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Conflict,
-        format!("cart {id} was changed concurrently; retry"),
-    )
 }
 
 fn domain(e: DomainError) -> WriteError {
@@ -162,15 +155,47 @@ async fn execute(
     cmd: &CartCommand,
     origin: &Origin,
 ) -> Reply<Cart> {
-    for attempt in 0..2 {
-        match apply(ctx, id, state, cmd, origin).await {
-            Ok(cart) => return Ok(cart),
-            Err(WriteError::Failed(e)) => return Err(e),
-            Err(WriteError::Conflict) if attempt == 0 => reload(ctx, id, state).await?,
-            Err(WriteError::Conflict) => break,
-        }
+    retry_once!(
+        format!("cart {id}"),
+        apply(ctx, id, state, cmd, origin),
+        reload(ctx, id, state),
+    )
+}
+
+/// Freezes the cart under `key`: the frozen cart, and whether this call froze it (a
+/// cart frozen under the same key earlier is answered as it is).
+async fn freeze(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut CartState,
+    key: &str,
+    request_id: &str,
+) -> Result<(Cart, bool), WriteError> {
+    let Some(current) = &state.current else {
+        return Err(WriteError::Failed(missing(id)));
+    };
+    let mut cart = current.record.state.clone();
+    let order_id = order_id_for(id, key);
+    if !cart.check_out(key, &order_id, ctx.now()).map_err(domain)? {
+        return Ok((cart, false));
     }
-    Err(conflict_retry(id))
+    let events = vec![Event::CartCheckedOut {
+        cart: cart.clone(),
+        order_id,
+    }];
+    let carts = &*ctx.stores.carts;
+    save(
+        ctx,
+        carts,
+        id,
+        &mut state.current,
+        cart.clone(),
+        events,
+        None,
+        request_id,
+    )
+    .await?;
+    Ok((cart, true))
 }
 
 /// Freezes the cart under the key (or finds the earlier checkout of the same key), then
@@ -184,46 +209,12 @@ async fn checkout(
     request_id: &str,
 ) -> Reply<CheckoutReply> {
     validate::idempotency_key(key)?;
-    let mut created = false;
-    let mut frozen = None;
-    for attempt in 0..2 {
-        let Some(current) = &state.current else {
-            return Err(missing(id));
-        };
-        let mut cart = current.record.state.clone();
-        let now = ctx.now();
-        let order_id = order_id_for(id, key);
-        if !cart.check_out(key, &order_id, now)? {
-            frozen = Some(cart);
-            break;
-        }
-        let events = vec![Event::CartCheckedOut {
-            cart: cart.clone(),
-            order_id,
-        }];
-        match save(
-            ctx,
-            &*ctx.stores.carts,
-            id,
-            &mut state.current,
-            cart.clone(),
-            events,
-            None,
-            request_id,
-        )
-        .await
-        {
-            Ok(()) => {
-                created = true;
-                frozen = Some(cart);
-                break;
-            }
-            Err(WriteError::Failed(e)) => return Err(e),
-            Err(WriteError::Conflict) if attempt == 0 => reload(ctx, id, state).await?,
-            Err(WriteError::Conflict) => return Err(conflict_retry(id)),
-        }
-    }
-    let cart = frozen.ok_or_else(|| conflict_retry(id))?;
+    // The cart frozen under the key, and whether this call froze it.
+    let (cart, created) = retry_once!(
+        format!("cart {id}"),
+        freeze(ctx, id, state, key, request_id),
+        reload(ctx, id, state),
+    )?;
     let record = cart
         .checkout
         .clone()

@@ -5,7 +5,7 @@
 
 use crate::ctx::Ctx;
 use crate::entity::{Behavior, EntityMsg, Origin};
-use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
+use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
 use cartwheel_bus::messages::{InventoryCommand, Reply};
@@ -220,22 +220,18 @@ async fn execute(
     cmd: &InventoryCommand,
     request_id: &str,
 ) -> Result<Out, ApiError> {
-    for attempt in 0..2 {
-        match apply(ctx, sku, state, cmd, request_id).await {
-            Ok(out) => return Ok(out),
-            Err(WriteError::Failed(e)) => return Err(e),
-            Err(WriteError::Conflict) if attempt == 0 => {
-                *state = InventoryBehavior::load(ctx, sku)
-                    .await
-                    .map_err(|e| store_error(&e))?;
-            }
-            Err(WriteError::Conflict) => break,
-        }
-    }
-    Err(ApiError::new(
-        ErrorCode::Conflict,
-        format!("sku {sku} was changed concurrently; retry"),
-    ))
+    retry_once!(
+        format!("sku {sku}"),
+        apply(ctx, sku, state, cmd, request_id),
+        reload(ctx, sku, state),
+    )
+}
+
+async fn reload(ctx: &Ctx, sku: &str, state: &mut InventoryState) -> Result<(), ApiError> {
+    *state = InventoryBehavior::load(ctx, sku)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(())
 }
 
 impl Behavior for InventoryBehavior {

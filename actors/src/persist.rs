@@ -49,6 +49,42 @@ impl From<StoreError> for WriteError {
     }
 }
 
+/// `attempt` (an expression awaited for a `Result<T, WriteError>`); when its write lost a
+/// compare-and-set race ([`WriteError::Conflict`]), `reload` (awaited for a
+/// `Result<(), ApiError>`) and `attempt` once more. A second conflict is answered with
+/// [`conflict_error`] naming `what` (e.g. `format!("cart {id}")`): the client retries,
+/// and the entity is not held up by a write storm. The one conflict policy of every
+/// behaviour; a macro because both expressions borrow the entity's state in turn.
+macro_rules! retry_once {
+    ($what:expr, $attempt:expr, $reload:expr $(,)?) => {{
+        let mut first = true;
+        loop {
+            match $attempt.await {
+                Ok(t) => break Ok(t),
+                Err($crate::persist::WriteError::Failed(e)) => break Err(e),
+                Err($crate::persist::WriteError::Conflict) if first => {
+                    first = false;
+                    if let Err(e) = $reload.await {
+                        break Err(e);
+                    }
+                }
+                Err($crate::persist::WriteError::Conflict) => {
+                    break Err($crate::persist::conflict_error(&$what));
+                }
+            }
+        }
+    }};
+}
+pub(crate) use retry_once;
+
+/// `{what} was changed concurrently; retry` (a `conflict`).
+pub fn conflict_error(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!("{what} was changed concurrently; retry"),
+    )
+}
+
 /// Maps a storage error to what a client sees.
 pub fn store_error(e: &StoreError) -> ApiError {
     match e {

@@ -25,6 +25,8 @@ pub enum BenchCommand {
 /// A scenario (each runs its baseline first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
+    /// Nothing sent: the CPU the deployment uses at idle (`--idle-window`).
+    Idle,
     /// NATS echo vs a cart command through the real actor (BusClient).
     Bus,
     /// axum + one NATS echo vs `POST /carts/{id}/items` and `GET /carts/{id}`.
@@ -90,6 +92,9 @@ pub struct RunArgs {
     /// Carts the add-item workloads spread over.
     #[arg(long, default_value_t = 1000)]
     pub carts: usize,
+    /// How long the idle scenario watches the processes' CPU time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_window: Duration,
     /// Subscriber counts of the fan-out scenario.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     pub fanout: Vec<usize>,
@@ -161,6 +166,7 @@ impl RunArgs {
         for s in &self.scenarios {
             let add: &[Scenario] = if *s == Scenario::All {
                 &[
+                    Scenario::Idle,
                     Scenario::Bus,
                     Scenario::Http,
                     Scenario::Ws,
@@ -246,6 +252,7 @@ mod tests {
             run.scenario_list(),
             vec![
                 Scenario::Ws,
+                Scenario::Idle,
                 Scenario::Bus,
                 Scenario::Http,
                 Scenario::Fanout,

@@ -33,6 +33,24 @@ pub fn per_op(
         .collect()
 }
 
+/// CPU µs per second of wall time of each process between two samples `seconds` apart.
+pub fn per_second(
+    start: &BTreeMap<String, f64>,
+    end: &BTreeMap<String, f64>,
+    seconds: f64,
+) -> BTreeMap<String, f64> {
+    if seconds <= 0.0 {
+        return BTreeMap::new();
+    }
+    end.iter()
+        .filter_map(|(name, e)| {
+            let s = start.get(name)?;
+            let us = (e - s).max(0.0) * 1e6 / seconds;
+            Some((name.clone(), us.round()))
+        })
+        .collect()
+}
+
 /// User + system CPU seconds of `pid`, all threads.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

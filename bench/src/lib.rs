@@ -66,6 +66,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
     for scenario in args.scenario_list() {
         eprintln!("== {scenario:?} ({} fsync)", args.durability);
         let r = match scenario {
+            Scenario::Idle => scenarios::idle::run(&ctx).await,
             Scenario::Bus => scenarios::bus::run(&ctx).await,
             Scenario::Http => scenarios::http::run(&ctx).await,
             Scenario::Ws => scenarios::ws::run(&ctx).await,

@@ -3,14 +3,20 @@
 //!
 //! - [`EchoResponder`]: a core NATS subscriber that answers every request with its own
 //!   payload — the limit of NATS request-reply here.
+//! - [`DurableEcho`]: a core NATS subscriber that, before answering, does the one durable
+//!   write a cart change does — a compare-and-set of a cart record (~300 bytes) in a KV
+//!   bucket set up exactly like Cartwheel's (republishing each value, its event stream
+//!   sourcing it), through the same storage code — the limit of this architecture.
 //! - [`RawEdge`]: an axum server on a free loopback port whose `POST /echo` and `/ws`
-//!   frames each do exactly one NATS request to the echo responder — the limit of an
-//!   HTTP/WebSocket edge that talks to NATS.
+//!   frames each do exactly one NATS request to a responder (either of the above) — the
+//!   limit of an HTTP/WebSocket edge that talks to NATS.
 //!
-//! The echo subject is the bench's own (`_bench.echo.{run}`), never one of Cartwheel's.
+//! The echo subjects are the bench's own (`_bench.echo.{run}`), and the durable echo's
+//! bucket and streams have a prefix of their own (`bench{run}`), removed afterwards.
 
 use anyhow::Context;
 use async_nats::Client;
+use async_nats::jetstream;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -18,8 +24,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use bytes::Bytes;
+use cartwheel_bus::Names;
+use cartwheel_bus::events::{self, StreamSettings};
+use cartwheel_domain::{Cart, Change, Currency, Product, Timestamp};
+use cartwheel_storage::kv::{KvSettings, KvStore};
+use cartwheel_storage::{EntityStore, Record};
 use futures::StreamExt;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinHandle;
 
 /// A NATS echo responder; stops when dropped.
@@ -56,6 +68,126 @@ impl Drop for EchoResponder {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Records the durable echo keeps (more than any concurrency the bench uses, so no two
+/// requests write the same key at once and every write is a successful compare-and-set).
+const DURABLE_KEYS: usize = 2048;
+
+/// A responder that does one durable compare-and-set write per request; stops when
+/// dropped (call [`DurableEcho::remove`] to delete its bucket and streams).
+pub struct DurableEcho {
+    /// The subject it answers on.
+    pub subject: String,
+    names: Names,
+    js: jetstream::Context,
+    task: JoinHandle<()>,
+}
+
+/// One key of the durable echo: its id, its revision and its record.
+type Slot = (String, u64, Record<Cart>);
+
+impl DurableEcho {
+    /// Creates the bucket and streams and [`DURABLE_KEYS`] records, then answers every
+    /// request on a fresh subject with its own payload once its write is stored.
+    pub async fn start(nats: &Client, run_id: &str) -> anyhow::Result<DurableEcho> {
+        let subject = format!("_bench.durable.{run_id}");
+        let names = Names::new(&format!("bench{run_id}"));
+        let js = jetstream::new(nats.clone());
+        let store = KvStore::<Cart>::open(&js, &names, "cart", &KvSettings::default())
+            .await
+            .context("creating the durable echo's bucket")?;
+        events::ensure_streams(&js, &names, &StreamSettings::default(), &["cart"])
+            .await
+            .context("creating the durable echo's event stream")?;
+        let mut slots: Vec<Slot> = Vec::with_capacity(DURABLE_KEYS);
+        for i in 0..DURABLE_KEYS {
+            let id = format!("k{i}");
+            let record = Record::new(sample_cart(&id)?);
+            let revision = store.create(&id, &record).await?;
+            slots.push((id, revision, record));
+        }
+        let pool = Arc::new(Mutex::new(slots));
+        let mut sub = nats
+            .subscribe(subject.clone())
+            .await
+            .context("subscribing the durable echo")?;
+        nats.flush().await.context("flushing the durable echo")?;
+        let nats = nats.clone();
+        let store = Arc::new(store);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let (nats, store, pool) = (nats.clone(), store.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let Some(reply) = msg.reply else { return };
+                    let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                    let Some((id, revision, mut record)) = taken else {
+                        // An empty answer is a failure (every request has a payload).
+                        let _ = nats.publish(reply, Bytes::new()).await;
+                        return;
+                    };
+                    record.state.version += 1;
+                    record.changes = vec![Change::CartUpdated];
+                    let slot = match store.update(&id, &record, revision).await {
+                        Ok(written) => {
+                            let _ = nats.publish(reply, msg.payload).await;
+                            (id, written, record)
+                        }
+                        Err(e) => {
+                            eprintln!("durable echo: write failed: {e}");
+                            let _ = nats.publish(reply, Bytes::new()).await;
+                            (id, revision, record)
+                        }
+                    };
+                    pool.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(slot);
+                });
+            }
+        });
+        Ok(DurableEcho {
+            subject,
+            names,
+            js,
+            task,
+        })
+    }
+
+    /// Stops answering and deletes the bucket and the event streams.
+    pub async fn remove(self) {
+        self.task.abort();
+        let _ = self.js.delete_key_value(self.names.carts_bucket()).await;
+        for kind in cartwheel_bus::names::EVENT_KINDS {
+            let _ = self.js.delete_stream(self.names.event_stream(kind)).await;
+        }
+    }
+}
+
+impl Drop for DurableEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A cart with two lines: its record encodes to about 300 bytes, like a bench cart's.
+fn sample_cart(id: &str) -> anyhow::Result<Cart> {
+    let mut cart = Cart::new(id, "bench-user", Timestamp(1_700_000_000_000))?;
+    for sku in ["bench-sku-1", "bench-sku-2"] {
+        let product = Product {
+            sku: sku.to_owned(),
+            name: format!("Bench {sku}"),
+            description: String::new(),
+            price: 100,
+            currency: Currency::new("EUR")?,
+            category: "bench".to_owned(),
+            active: true,
+            version: 1,
+            created_at: Timestamp(1_700_000_000_000),
+            updated_at: Timestamp(1_700_000_000_000),
+        };
+        cart.add_item(&product, 1, Timestamp(1_700_000_000_000))?;
+    }
+    Ok(cart)
 }
 
 #[derive(Clone)]
@@ -105,6 +237,9 @@ impl Drop for RawEdge {
 
 async fn echo(State(s): State<EdgeState>, body: Bytes) -> Response {
     match s.nats.request(s.subject.clone(), body).await {
+        Ok(msg) if msg.payload.is_empty() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the responder failed").into_response()
+        }
         Ok(msg) => ([(header::CONTENT_TYPE, "application/json")], msg.payload).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }

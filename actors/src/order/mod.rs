@@ -11,12 +11,12 @@ mod saga;
 
 use crate::ctx::Ctx;
 use crate::entity::{Behavior, EntityMsg, Origin};
-use crate::persist::{WriteError, encode_reply, publish_outbox, save, store_error};
+use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
 use cartwheel_bus::messages::{OrderCommand, Reply};
 use cartwheel_bus::names::EntityKind;
-use cartwheel_domain::{ErrorCode, Event, Order, OrderStatus, SagaStep};
+use cartwheel_domain::{Event, Order, OrderStatus, SagaStep};
 use cartwheel_storage::{StoreError, Versioned};
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
@@ -180,6 +180,59 @@ async fn place(
     advance(me, state);
 }
 
+/// What a status change came to.
+enum Changed {
+    /// Done: answer with the order.
+    Settled(Box<Order>),
+    /// Compensations still run: wait for them (`advance`: this call started them).
+    Wait { advance: bool },
+}
+
+/// One attempt at moving the order to `to` (see [`change_status`]).
+async fn try_change(
+    ctx: &Ctx,
+    id: &str,
+    state: &mut OrderState,
+    to: OrderStatus,
+    request_id: &str,
+) -> Result<Changed, WriteError> {
+    let Some(mut order) = state.order().cloned() else {
+        return Err(WriteError::Failed(ApiError::not_found(format!(
+            "order {id} not found"
+        ))));
+    };
+    if order.status == to {
+        // Idempotent: already there (a cancel may still be returning stock).
+        if state.settled() {
+            return Ok(Changed::Settled(Box::new(order)));
+        }
+        return Ok(Changed::Wait { advance: false });
+    }
+    let step = match to {
+        OrderStatus::Completed => order.saga_step,
+        OrderStatus::Cancelled => SagaStep::Restock,
+        _ => {
+            return Err(WriteError::Failed(ApiError::invalid(format!(
+                "status can be set to COMPLETED or CANCELLED only, not {}",
+                to.as_str()
+            ))));
+        }
+    };
+    let from = order.status;
+    order
+        .transition(to, step, ctx.now())
+        .map_err(|e| WriteError::Failed(e.into()))?;
+    let events = vec![Event::OrderStatusUpdated {
+        order: order.clone(),
+        from,
+    }];
+    save_order(ctx, id, state, order.clone(), events, request_id).await?;
+    if state.settled() {
+        return Ok(Changed::Settled(Box::new(order)));
+    }
+    Ok(Changed::Wait { advance: true })
+}
+
 async fn change_status(
     ctx: &Ctx,
     me: &ActorRef<EntityMsg<OrderBehavior>>,
@@ -189,68 +242,21 @@ async fn change_status(
     request_id: &str,
     reply: RpcReplyPort<Bytes>,
 ) {
-    for attempt in 0..2 {
-        let Some(mut order) = state.order().cloned() else {
-            return reply_order(
-                reply,
-                Err(ApiError::not_found(format!("order {id} not found"))),
-            );
-        };
-        if order.status == to {
-            // Idempotent: already there (a cancel may still be returning stock).
-            if state.settled() {
-                return reply_order(reply, Ok(order));
-            }
-            return park(me, state, reply, CANCEL_WAIT);
-        }
-        let (allowed, step) = match to {
-            OrderStatus::Completed => (true, order.saga_step),
-            OrderStatus::Cancelled => (true, SagaStep::Restock),
-            _ => (false, order.saga_step),
-        };
-        if !allowed {
-            return reply_order(
-                reply,
-                Err(ApiError::invalid(format!(
-                    "status can be set to COMPLETED or CANCELLED only, not {}",
-                    to.as_str()
-                ))),
-            );
-        }
-        let from = order.status;
-        let now = ctx.now();
-        if let Err(e) = order.transition(to, step, now) {
-            return reply_order(reply, Err(e.into()));
-        }
-        let events = vec![Event::OrderStatusUpdated {
-            order: order.clone(),
-            from,
-        }];
-        match save_order(ctx, id, state, order.clone(), events, request_id).await {
-            Ok(()) => {
-                if state.settled() {
-                    return reply_order(reply, Ok(order));
-                }
-                park(me, state, reply, CANCEL_WAIT);
-                advance(me, state);
-                return;
-            }
-            Err(WriteError::Failed(e)) => return reply_order(reply, Err(e)),
-            Err(WriteError::Conflict) if attempt == 0 => {
-                if let Err(e) = reload(ctx, id, state).await {
-                    return reply_order(reply, Err(e));
-                }
-            }
-            Err(WriteError::Conflict) => break,
-        }
-    }
-    reply_order(
-        reply,
-        Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("order {id} was changed concurrently; retry"),
-        )),
+    let changed = retry_once!(
+        format!("order {id}"),
+        try_change(ctx, id, state, to, request_id),
+        reload(ctx, id, state),
     );
+    match changed {
+        Ok(Changed::Settled(order)) => reply_order(reply, Ok(*order)),
+        Ok(Changed::Wait { advance: started }) => {
+            park(me, state, reply, CANCEL_WAIT);
+            if started {
+                advance(me, state);
+            }
+        }
+        Err(e) => reply_order(reply, Err(e)),
+    }
 }
 
 impl Behavior for OrderBehavior {

@@ -5,7 +5,7 @@
 use super::Ctx;
 use crate::client::bus_kind;
 use crate::load;
-use crate::raw::EchoResponder;
+use crate::raw::{DurableEcho, EchoResponder};
 use crate::report::{Ratio, ScenarioReport};
 use anyhow::Context;
 use cartwheel_bus::codec;
@@ -19,6 +19,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     let carts = ctx.carts_bus(&bus, ctx.args.carts.max(1)).await?;
 
     let echo = nats_echo(ctx, &skus[0]).await?;
+    let durable = durable_echo(ctx, &skus[0]).await?;
 
     let (carts, skus) = (Arc::new(carts), Arc::new(skus));
     let rid = ctx.id("bus");
@@ -26,7 +27,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         &ctx.spec(
             "bus-add-item",
             "system",
-            "CartCommand::AddItem via BusClient to the cart actor: decode, actor turn, CAS write, event publish, reply",
+            "CartCommand::AddItem via BusClient to the cart actor: decode, actor turn, the CAS write (which is the event), reply",
         ),
         ctx.workers(|_| bus.clone()),
         move |bus, seq| {
@@ -48,8 +49,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         ratios: vec![
             Ratio::throughput(&system, &echo),
             Ratio::p99(&system, &echo),
+            Ratio::throughput(&system, &durable),
+            Ratio::p99(&system, &durable),
         ],
-        measurements: vec![echo, system],
+        measurements: vec![echo, durable, system],
         live_carts: None,
         notes: vec![],
     })
@@ -69,24 +72,59 @@ pub fn pick<'a>(carts: &'a [String], skus: &'a [String], seq: u64) -> (&'a str, 
 pub async fn nats_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::Measurement> {
     let responder_conn = ctx.connect_nats().await?;
     let responder = EchoResponder::start(&responder_conn, &ctx.run_id).await?;
+    let m = echo_load(
+        ctx,
+        sku,
+        &responder.subject,
+        "nats-echo",
+        "async-nats request to an in-process echo responder (payload: an encoded add_item)",
+    )
+    .await?;
+    drop(responder);
+    Ok(m)
+}
+
+/// The durable echo baseline: the same request to a responder that first does the one
+/// durable write of a cart change (a compare-and-set of a ~300-byte cart record in a
+/// bucket set up like Cartwheel's: republished, sourced by an event stream).
+pub async fn durable_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::Measurement> {
+    let responder_conn = ctx.connect_nats().await?;
+    let responder = DurableEcho::start(&responder_conn, &format!("{}b", ctx.run_id)).await?;
+    let m = echo_load(
+        ctx,
+        sku,
+        &responder.subject,
+        "bus-durable-echo",
+        "async-nats request to an in-process responder that does one KV compare-and-set of a cart record (bucket republishing, event stream sourcing it) before answering",
+    )
+    .await?;
+    responder.remove().await;
+    Ok(m)
+}
+
+/// Requests with an encoded `add_item` to `subject`, answered by an in-process responder.
+async fn echo_load(
+    ctx: &Ctx,
+    sku: &str,
+    subject: &str,
+    name: &str,
+    description: &str,
+) -> anyhow::Result<crate::stats::Measurement> {
     let nats = ctx.nats().await?;
     let payload = codec::encode(&CartCommand::AddItem {
         sku: sku.to_owned(),
         qty: 1,
     })
     .context("encoding the echo payload")?;
-    let subject = responder.subject.clone();
+    let subject = subject.to_owned();
     let m = load::run(
-        &ctx.spec(
-            "nats-echo",
-            "baseline",
-            "async-nats request to an in-process echo responder (payload: an encoded add_item)",
-        ),
+        &ctx.spec(name, "baseline", description),
         ctx.workers(|_| nats.clone()),
         move |nats, _| {
             let (subject, payload) = (subject.clone(), payload.clone());
             async move {
                 let r = match nats.request(subject, payload).await {
+                    Ok(m) if m.payload.is_empty() => Err("echo_failed".to_owned()),
                     Ok(_) => Ok(()),
                     Err(e) => Err(format!("nats_{:?}", e.kind()).to_lowercase()),
                 };
@@ -95,7 +133,6 @@ pub async fn nats_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::Mea
         },
     )
     .await;
-    drop(responder);
     Ok(m)
 }
 

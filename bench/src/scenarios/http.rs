@@ -6,7 +6,7 @@ use super::Ctx;
 use super::bus::pick;
 use crate::client::Http;
 use crate::load;
-use crate::raw::{EchoResponder, RawEdge};
+use crate::raw::{DurableEcho, EchoResponder, RawEdge};
 use crate::report::{Ratio, ScenarioReport};
 use reqwest::Method;
 use std::sync::Arc;
@@ -18,30 +18,25 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
 
     let responder_conn = ctx.connect_nats().await?;
     let responder = EchoResponder::start(&responder_conn, &format!("{}h", ctx.run_id)).await?;
-    let raw = RawEdge::start(ctx.connect_nats().await?, responder.subject.clone()).await?;
-    let raw_http = Http::new(&raw.base(), None)?;
-    let body = format!(r#"{{"sku":"{}","qty":1}}"#, skus[0]);
-    let echo = load::run(
-        &ctx.spec(
-            "axum-nats-echo",
-            "baseline",
-            "POST /echo on an axum server in the bench: one NATS request to the echo responder per HTTP request",
-        ),
-        ctx.workers(|_| raw_http.clone()),
-        move |http, _| {
-            let body = body.clone();
-            async move {
-                let r = http
-                    .expect(Method::POST, "/echo", Some(body), &[], 200)
-                    .await
-                    .map(|_| ());
-                (http, r)
-            }
-        },
+    let echo = raw_edge_load(
+        ctx,
+        &skus[0],
+        &responder.subject,
+        "axum-nats-echo",
+        "POST /echo on an axum server in the bench: one NATS request to the echo responder per HTTP request",
     )
-    .await;
-    drop(raw);
+    .await?;
     drop(responder);
+    let responder = DurableEcho::start(&responder_conn, &format!("{}d", ctx.run_id)).await?;
+    let durable = raw_edge_load(
+        ctx,
+        &skus[0],
+        &responder.subject,
+        "http-durable-echo",
+        "POST /echo on an axum server in the bench: one NATS request per HTTP request to a responder that does one KV compare-and-set of a cart record first",
+    )
+    .await?;
+    responder.remove().await;
 
     let (carts, skus) = (Arc::new(carts), Arc::new(skus));
     let (c, s) = (carts.clone(), skus.clone());
@@ -98,11 +93,44 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         ratios: vec![
             Ratio::throughput(&add, &echo),
             Ratio::p99(&add, &echo),
+            Ratio::throughput(&add, &durable),
+            Ratio::p99(&add, &durable),
             Ratio::throughput(&get, &echo),
             Ratio::p99(&get, &echo),
         ],
-        measurements: vec![echo, add, get],
+        measurements: vec![echo, durable, add, get],
         live_carts: None,
         notes: vec![],
     })
+}
+
+/// `POST /echo` with an `add_item` body on a raw axum edge in the bench, each request one
+/// NATS request to `subject`.
+async fn raw_edge_load(
+    ctx: &Ctx,
+    sku: &str,
+    subject: &str,
+    name: &str,
+    description: &str,
+) -> anyhow::Result<crate::stats::Measurement> {
+    let raw = RawEdge::start(ctx.connect_nats().await?, subject.to_owned()).await?;
+    let raw_http = Http::new(&raw.base(), None)?;
+    let body = format!(r#"{{"sku":"{sku}","qty":1}}"#);
+    let m = load::run(
+        &ctx.spec(name, "baseline", description),
+        ctx.workers(|_| raw_http.clone()),
+        move |http, _| {
+            let body = body.clone();
+            async move {
+                let r = http
+                    .expect(Method::POST, "/echo", Some(body), &[], 200)
+                    .await
+                    .map(|_| ());
+                (http, r)
+            }
+        },
+    )
+    .await;
+    drop(raw);
+    Ok(m)
 }

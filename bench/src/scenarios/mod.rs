@@ -7,6 +7,7 @@ pub mod bus;
 pub mod checkout;
 pub mod fanout;
 pub mod http;
+pub mod idle;
 pub mod live_carts;
 pub mod ws;
 
