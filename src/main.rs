@@ -10,6 +10,12 @@ mod telemetry;
 use clap::Parser;
 use config::{Cli, Command};
 
+/// mimalloc instead of glibc's malloc: the write path allocates and frees small buffers
+/// on every runtime thread, and glibc's arenas made threads wait on each other's locks
+/// (`__lll_lock_wake` under `realloc` in the node's profile). See ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

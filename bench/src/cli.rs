@@ -151,6 +151,10 @@ pub struct ReportArgs {
     /// Write the Markdown table here (it is printed on stdout either way).
     #[arg(long)]
     pub md_out: Option<PathBuf>,
+    /// Write the SVG chart here: throughput of each measurement beside its baselines,
+    /// and the HTTP and WebSocket latency percentile curves.
+    #[arg(long)]
+    pub svg_out: Option<PathBuf>,
     /// The command that produced the runs, recorded in both outputs.
     #[arg(long)]
     pub command: Option<String>,

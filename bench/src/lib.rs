@@ -15,6 +15,7 @@
 //! be pointed at any deployment: `--target http://…`, `--nats-url nats://…`. Every load
 //! is bounded in time and count.
 
+pub mod chart;
 pub mod cli;
 pub mod client;
 pub mod cpu;
@@ -131,6 +132,10 @@ fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.md_out {
         std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg_out {
+        let svg = chart::svg(&combined.runs)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     print!("{md}");
     Ok(())

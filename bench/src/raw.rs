@@ -4,7 +4,8 @@
 //! - [`EchoResponder`]: a core NATS subscriber that answers every request with its own
 //!   payload — the limit of NATS request-reply here.
 //! - [`DurableEcho`]: a core NATS subscriber that, before answering, does the one durable
-//!   write a cart change does — a compare-and-set of a cart record (~300 bytes) in a KV
+//!   write a cart change does — a compare-and-set of a cart record like the workloads'
+//!   (10 lines, [`DurableEcho::record_bytes`]) in a KV
 //!   bucket set up exactly like Cartwheel's (republishing each value, its event stream
 //!   sourcing it), through the same storage code — the limit of this architecture.
 //! - [`RawEdge`]: an axum server on a free loopback port whose `POST /echo` and `/ws`
@@ -79,6 +80,8 @@ const DURABLE_KEYS: usize = 2048;
 pub struct DurableEcho {
     /// The subject it answers on.
     pub subject: String,
+    /// Size of one encoded record it writes.
+    pub record_bytes: usize,
     names: Names,
     js: jetstream::Context,
     task: JoinHandle<()>,
@@ -100,6 +103,7 @@ impl DurableEcho {
         events::ensure_streams(&js, &names, &StreamSettings::default(), &["cart"])
             .await
             .context("creating the durable echo's event stream")?;
+        let record_bytes = cartwheel_bus::codec::encode(&Record::new(sample_cart("k0")?))?.len();
         let mut slots: Vec<Slot> = Vec::with_capacity(DURABLE_KEYS);
         for i in 0..DURABLE_KEYS {
             let id = format!("k{i}");
@@ -147,6 +151,7 @@ impl DurableEcho {
         });
         Ok(DurableEcho {
             subject,
+            record_bytes,
             names,
             js,
             task,
@@ -169,12 +174,18 @@ impl Drop for DurableEcho {
     }
 }
 
-/// A cart with two lines: its record encodes to about 300 bytes, like a bench cart's.
+/// Lines of the durable echo's carts: the bench's add-item workloads spread over 10 skus
+/// per cart, so their carts hold 10 lines within seconds.
+const SAMPLE_LINES: usize = 10;
+
+/// A cart like the add-item workloads' carts: [`SAMPLE_LINES`] lines with skus, names and
+/// ids of the bench's shape.
 fn sample_cart(id: &str) -> anyhow::Result<Cart> {
     let mut cart = Cart::new(id, "bench-user", Timestamp(1_700_000_000_000))?;
-    for sku in ["bench-sku-1", "bench-sku-2"] {
+    for i in 0..SAMPLE_LINES {
+        let sku = format!("b0123456789-bs{i}");
         let product = Product {
-            sku: sku.to_owned(),
+            sku: sku.clone(),
             name: format!("Bench {sku}"),
             description: String::new(),
             price: 100,

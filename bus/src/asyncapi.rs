@@ -219,21 +219,46 @@ pub fn document(names: &Names, version: &str) -> Value {
             "payload": event,
         }),
     );
+    messages.insert(
+        "StoredChange".into(),
+        json!({
+            "name": "StoredChange",
+            "summary": "a stored record of an entity kept in NATS KV: the write is the event. `state` is the entity after the change (as in the Event of that kind), `changes` the events of the change without the entity ({\"type\": \"CartUpdated\"}, {\"type\": \"PriceChanged\", \"old_price\": 100}, …); each event's identity is {kind}:{id}:{state.version}:{type}. A record without `changes` (written by an older release) carries no events.",
+            "contentType": "application/msgpack",
+            "payload": {"type": "object", "required": ["state"], "properties": {
+                "state": {"type": "object", "description": "the entity"},
+                "changes": {"type": "array", "items": {"type": "object", "required": ["type"],
+                    "properties": {"type": {"type": "string"}}}},
+            }},
+        }),
+    );
     for kind in EVENT_KINDS {
         channels.insert(
             format!("{kind}Events"),
             json!({
                 "address": event_template(names, kind),
-                "description": format!("Events of {kind} `id`, stored in JetStream stream `{}`.", names.event_stream(kind)),
+                "description": format!("Events of {kind} `id`, stored in JetStream stream `{}`: a StoredChange copied from KV bucket `{}` (the stream sources it), or an Event a node published (MongoDB and Redis stores, older releases).", names.event_stream(kind), names.entity_bucket(kind)),
                 "parameters": {"id": {"description": "entity id"}},
-                "messages": {"Event": {"$ref": "#/components/messages/Event"}},
+                "messages": {
+                    "Event": {"$ref": "#/components/messages/Event"},
+                    "StoredChange": {"$ref": "#/components/messages/StoredChange"},
+                },
+            }),
+        );
+        channels.insert(
+            format!("{kind}Live"),
+            json!({
+                "address": names.live(kind, "{id}"),
+                "description": format!("Each record KV bucket `{}` stored for {kind} `id`, republished by nats-server right after the write (core NATS, not stored; never a refused write). Edges follow carts here for live pushes.", names.entity_bucket(kind)),
+                "parameters": {"id": {"description": "entity id"}},
+                "messages": {"StoredChange": {"$ref": "#/components/messages/StoredChange"}},
             }),
         );
         operations.insert(
             format!("{kind}Events"),
             json!({
                 "action": "send",
-                "summary": format!("a node publishes {kind} events after storing the change"),
+                "summary": format!("{kind} events: copied from the KV bucket by the stream, or published by a node after storing the change"),
                 "channel": {"$ref": format!("#/channels/{kind}Events")},
             }),
         );
@@ -280,6 +305,7 @@ mod tests {
         assert!(channels.contains_key("cartCommands"));
         assert!(channels.contains_key("catalogQuery"));
         assert!(channels.contains_key("productEvents"));
+        assert_eq!(channels["cartLive"]["address"], "cw.live.cart.{id}");
         assert_eq!(
             channels["cartCommands"]["address"],
             "cw.cart.{partition}.{id}"

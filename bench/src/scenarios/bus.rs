@@ -85,7 +85,7 @@ pub async fn nats_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::Mea
 }
 
 /// The durable echo baseline: the same request to a responder that first does the one
-/// durable write of a cart change (a compare-and-set of a ~300-byte cart record in a
+/// durable write of a cart change (a compare-and-set of a 10-line cart record, as the workloads' carts, in a
 /// bucket set up like Cartwheel's: republished, sourced by an event stream).
 pub async fn durable_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::Measurement> {
     let responder_conn = ctx.connect_nats().await?;
@@ -95,7 +95,7 @@ pub async fn durable_echo(ctx: &Ctx, sku: &str) -> anyhow::Result<crate::stats::
         sku,
         &responder.subject,
         "bus-durable-echo",
-        "async-nats request to an in-process responder that does one KV compare-and-set of a cart record (bucket republishing, event stream sourcing it) before answering",
+        &format!("async-nats request to an in-process responder that does one KV compare-and-set of a 10-line cart record ({} bytes; bucket republishing, event stream sourcing it) before answering", responder.record_bytes),
     )
     .await?;
     responder.remove().await;

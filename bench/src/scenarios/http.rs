@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         &skus[0],
         &responder.subject,
         "http-durable-echo",
-        "POST /echo on an axum server in the bench: one NATS request per HTTP request to a responder that does one KV compare-and-set of a cart record first",
+        &format!("POST /echo on an axum server in the bench: one NATS request per HTTP request to a responder that does one KV compare-and-set of a 10-line cart record ({} bytes) first", responder.record_bytes),
     )
     .await?;
     responder.remove().await;
