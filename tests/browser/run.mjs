@@ -275,6 +275,8 @@ async function main() {
     const price = await one.page.textContent(`${card(MUG.sku)} .price`);
     assert(price === "€12.99", `mug price shown as ${JSON.stringify(price)}`);
     await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="10"]`);
+    // Each sku's stock arrives on its own: wait for the kettle's too before reading it.
+    await one.page.waitForSelector(`${card(KETTLE.sku)} .stock[data-available="2"]`);
     const stock = await one.page.textContent(`${card(KETTLE.sku)} .stock`);
     assert(/Only 2 left/.test(stock), `kettle stock shown as ${JSON.stringify(stock)}`);
     await waitLive(one.page);
