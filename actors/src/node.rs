@@ -38,7 +38,7 @@ pub enum NodeError {
 
 /// The kinds whose store delivers their events (NATS KV): their event streams source
 /// the buckets.
-pub fn sourced_kinds(stores: &cartwheel_storage::Stores) -> Vec<&'static str> {
+fn sourced_kinds(stores: &cartwheel_storage::Stores) -> Vec<&'static str> {
     let delivers = [
         ("cart", stores.carts.delivers_events()),
         ("order", stores.orders.delivers_events()),

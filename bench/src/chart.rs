@@ -40,39 +40,39 @@ fn draw_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {e:?}")
 }
 
+/// Every measurement of `scenarios` in `runs`, with its scenario's name and the run's
+/// durability mode.
+fn measured<'a>(
+    runs: &'a [RunReport],
+    scenarios: &'a [&str],
+) -> impl Iterator<Item = (&'a str, &'a str, &'a Measurement)> {
+    runs.iter().flat_map(move |run| {
+        run.scenarios
+            .iter()
+            .filter(move |s| scenarios.contains(&s.name.as_str()))
+            .flat_map(move |s| {
+                s.measurements
+                    .iter()
+                    .map(move |m| (s.name.as_str(), run.durability.as_str(), m))
+            })
+    })
+}
+
 /// `(label, ops/s, is a baseline)` of every measurement of the request scenarios.
 fn bars(runs: &[RunReport]) -> Vec<Bar> {
-    let mut out = Vec::new();
-    for run in runs {
-        for s in run
-            .scenarios
-            .iter()
-            .filter(|s| THROUGHPUT_SCENARIOS.contains(&s.name.as_str()))
-        {
-            for m in &s.measurements {
-                let label = format!("{} · {} · fsync {}", s.name, m.name, run.durability);
-                out.push((label, m.throughput, m.kind == "baseline"));
-            }
-        }
-    }
-    out
+    measured(runs, &THROUGHPUT_SCENARIOS)
+        .map(|(scenario, fsync, m)| {
+            let label = format!("{scenario} · {} · fsync {fsync}", m.name);
+            (label, m.throughput, m.kind == "baseline")
+        })
+        .collect()
 }
 
 /// `(label, measurement)` of every HTTP and WebSocket measurement.
-fn curves(runs: &[RunReport]) -> Vec<(String, Measurement)> {
-    let mut out = Vec::new();
-    for run in runs {
-        for s in run
-            .scenarios
-            .iter()
-            .filter(|s| LATENCY_SCENARIOS.contains(&s.name.as_str()))
-        {
-            for m in &s.measurements {
-                out.push((format!("{} (fsync {})", m.name, run.durability), m.clone()));
-            }
-        }
-    }
-    out
+fn curves(runs: &[RunReport]) -> Vec<(String, &Measurement)> {
+    measured(runs, &LATENCY_SCENARIOS)
+        .map(|(_, fsync, m)| (format!("{} (fsync {fsync})", m.name), m))
+        .collect()
 }
 
 fn throughput(area: &DrawingArea<SVGBackend<'_>, Shift>, bars: &[Bar]) -> anyhow::Result<()> {
@@ -133,7 +133,7 @@ fn throughput(area: &DrawingArea<SVGBackend<'_>, Shift>, bars: &[Bar]) -> anyhow
 
 fn latency(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
-    curves: &[(String, Measurement)],
+    curves: &[(String, &Measurement)],
 ) -> anyhow::Result<()> {
     let ms = |m: &Measurement| {
         [

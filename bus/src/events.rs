@@ -64,7 +64,7 @@ pub async fn ensure_streams(
         };
         // A fresh replicated cluster, or one electing a leader, times out the first
         // stream requests; several nodes may create the same stream at once.
-        retrying(kind, || async {
+        crate::retry_at_startup(&format!("event stream {kind}"), || async {
             let mut stream = js
                 .get_or_create_stream(config.clone())
                 .await
@@ -83,7 +83,8 @@ pub async fn ensure_streams(
                 .map_err(|e| e.to_string())?;
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(BusError::Nats)?;
     }
     Ok(())
 }
@@ -99,27 +100,6 @@ fn kv_source(names: &Names, kind: &str) -> stream::Source {
             destination: names.event_stream_subjects(kind),
         }],
         ..Default::default()
-    }
-}
-
-/// Runs `attempt` until it succeeds or [`crate::STARTUP_WAIT`] has passed.
-async fn retrying<F, Fut>(kind: &str, attempt: F) -> Result<(), BusError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let started = std::time::Instant::now();
-    loop {
-        match attempt().await {
-            Ok(()) => return Ok(()),
-            Err(e) if started.elapsed() >= crate::STARTUP_WAIT => {
-                return Err(BusError::Nats(format!("event stream {kind}: {e}")));
-            }
-            Err(e) => {
-                tracing::info!(%kind, error = %e, "event stream not available yet; trying again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
     }
 }
 

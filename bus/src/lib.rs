@@ -38,3 +38,24 @@ pub use names::Names;
 /// of those long: a node that starts beside its NATS servers waits for them instead of
 /// exiting.
 pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `attempt` every 250 ms until it succeeds or [`STARTUP_WAIT`] has passed (then its
+/// last error); each failure is logged with `what` (e.g. `event stream cart`). For the
+/// set-up steps a node takes at start against JetStream.
+pub async fn retry_at_startup<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match attempt().await {
+            Ok(t) => return Ok(t),
+            Err(e) if started.elapsed() >= STARTUP_WAIT => return Err(format!("{what}: {e}")),
+            Err(e) => {
+                tracing::info!(%what, error = %e, "not available yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
+}

@@ -168,7 +168,7 @@ impl<T> KvStore<T> {
             destination: names.live_subjects(kind),
             headers_only: false,
         };
-        let kv = open_bucket(js, &bucket, settings, Some(republish)).await?;
+        let kv = open_bucket(js, &bucket, settings, republish).await?;
         Ok(KvStore {
             kv,
             client: js.client(),
@@ -314,14 +314,14 @@ impl<T> KvStore<T> {
     }
 }
 
-/// Opens bucket `name`, creating it if missing; see [`open`]. With `republish`, an
-/// existing bucket without it (or keeping fewer revisions than `settings.history`) is
-/// updated to republish and keep them.
+/// Opens bucket `name`, creating it if missing; see [`open`]. An existing bucket without
+/// `republish` (or keeping fewer revisions than `settings.history`) is updated to
+/// republish and keep them.
 async fn open_bucket(
     js: &jetstream::Context,
     name: &str,
     settings: &KvSettings,
-    republish: Option<jetstream::stream::Republish>,
+    republish: jetstream::stream::Republish,
 ) -> Result<kv::Store, StoreError> {
     if !(1..=MAX_HISTORY).contains(&settings.history) || settings.replicas == 0 {
         return Err(StoreError::Unavailable(format!(
@@ -335,14 +335,11 @@ async fn open_bucket(
         history: settings.history,
         num_replicas: settings.replicas,
         storage: StorageType::File,
-        republish: republish.clone(),
+        republish: Some(republish.clone()),
         ..kv::Config::default()
     };
     let store = open_or_create(js, config).await?;
-    match republish {
-        Some(republish) => upgraded(js, store, &republish, settings.history).await,
-        None => Ok(store),
-    }
+    upgraded(js, store, &republish, settings.history).await
 }
 
 /// `store`, republishing with `republish` and keeping at least `history` revisions: a
@@ -366,28 +363,14 @@ async fn upgraded(
     }
     tracing::info!(bucket = %store.name, history, destination = %republish.destination,
         "updating KV bucket: republish its values and keep revisions for the event stream");
-    config.republish = Some(jetstream::stream::Republish {
-        source: republish.source.clone(),
-        destination: republish.destination.clone(),
-        headers_only: false,
-    });
+    config.republish = Some(republish.clone());
     config.max_messages_per_subject = config.max_messages_per_subject.max(history);
-    let started = std::time::Instant::now();
-    loop {
-        match js.update_stream(&config).await {
-            Ok(_) => return Ok(store),
-            Err(e) if started.elapsed() >= cartwheel_bus::STARTUP_WAIT => {
-                return Err(StoreError::Unavailable(format!(
-                    "updating KV bucket {}: {e}",
-                    store.name
-                )));
-            }
-            Err(e) => {
-                tracing::info!(bucket = %store.name, error = %e, "KV bucket update failed; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-        }
-    }
+    cartwheel_bus::retry_at_startup(&format!("updating KV bucket {}", store.name), || async {
+        js.update_stream(&config).await.map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(StoreError::Unavailable)?;
+    Ok(store)
 }
 
 /// Opens the bucket `config` names, creating it with `config` when it does not exist, and

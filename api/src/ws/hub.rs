@@ -6,8 +6,9 @@
 //! event subject (`names.event("cart", id)`, where nodes publish the events of carts kept
 //! in Redis, and nodes of older releases all of them), flushes so the server has
 //! registered the interest, and starts a forwarder task that decodes each message's
-//! events and broadcasts `CartUpdated` / `CartCheckedOut` carts. Each update is serialized to its push frame once, here, so a
-//! thousand sockets on one cart cost one JSON encoding and a thousand cheap clones. The
+//! events and broadcasts `CartUpdated` / `CartCheckedOut` carts. Each update is serialized
+//! to its push frame once, here, so a thousand sockets on one cart cost one JSON encoding
+//! and a thousand cheap clones. The
 //! last [`Watch`] dropped removes the entry, which stops the forwarder and unsubscribes.
 //!
 //! The hub only reads events; it never answers requests and never touches storage.
