@@ -63,6 +63,82 @@ async fn a_change_through_one_edge_reaches_subscribers_of_another() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_and_a_skus_stock_are_pushed_as_they_change() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let _node = Proc::node(&nats.url(), dir.path().join("node.log"), &[]).await?;
+    let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
+    edge.wait_ready().await?;
+    let api = edge.api();
+    api.product("KETTLE", 3000, 5).await?;
+    let mut ws = Ws::connect(&api.base).await?;
+    let r = ws
+        .request(json!({"id": 1, "op": "subscribe_stock", "sku": "KETTLE"}))
+        .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["stock"]["available"], 5, "{r}");
+    let bad = ws
+        .request(json!({"id": 2, "op": "subscribe_stock", "sku": "a.>"}))
+        .await?;
+    assert_eq!(bad["error"]["code"], "invalid_input", "{bad}");
+    let missing = ws
+        .request(json!({"id": 3, "op": "subscribe_order", "order_id": "nope"}))
+        .await?;
+    assert_eq!(missing["error"]["code"], "not_found", "{missing}");
+
+    let cart = api.cart("erin").await?;
+    let (s, _) = api
+        .post(
+            &format!("/carts/{cart}/items"),
+            json!({"sku": "KETTLE", "qty": 2}),
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let (s, placed) = api.checkout(&cart, "k1").await?;
+    assert!((200..=202).contains(&s), "{s} {placed}");
+    let order_id = placed["id"].as_str().unwrap().to_string();
+    let r = ws
+        .request(json!({"id": 4, "op": "subscribe_order", "order_id": order_id}))
+        .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["order"]["id"], order_id.as_str(), "{r}");
+    // The saga confirms the order (as a push unless the reply already showed it), and
+    // takes the stock: the latest stock is pushed within a second.
+    if r["order"]["status"] != "CONFIRMED" {
+        ws.push_where(|p| p["type"] == "order" && p["order"]["status"] == "CONFIRMED")
+            .await?;
+    }
+    let p = ws
+        .push_where(|p| p["type"] == "stock" && p["stock"]["on_hand"] == 3)
+        .await?;
+    assert_eq!(p["stock"]["sku"], "KETTLE");
+    // A cancellation is pushed too, and returns the stock.
+    let (s, c) = api
+        .post(&format!("/orders/{order_id}/cancel"), json!({}))
+        .await?;
+    assert_eq!(s, 200, "{c}");
+    ws.push_where(|p| p["type"] == "order" && p["order"]["status"] == "CANCELLED")
+        .await?;
+    ws.push_where(|p| p["type"] == "stock" && p["stock"]["on_hand"] == 5)
+        .await?;
+    // Order versions only grow on the socket; stock pushes are at least a second apart
+    // in the hub, so a few at most arrived for the four stock changes.
+    let versions: Vec<u64> = ws
+        .pushes
+        .iter()
+        .filter(|p| p["type"] == "order")
+        .map(|p| p["order"]["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    // Unsubscribed, the sku's changes stop reaching the socket.
+    let r = ws
+        .request(json!({"id": 5, "op": "unsubscribe_stock", "sku": "KETTLE"}))
+        .await?;
+    assert_eq!(r["ok"], true, "{r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_node_requests_fail_fast_with_unavailable() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;

@@ -364,6 +364,21 @@ impl Ws {
         }
     }
 
+    /// Waits until a push for which `found` holds arrived; returns it.
+    pub async fn push_where(&mut self, found: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        loop {
+            if let Some(p) = self.pushes.iter().find(|p| found(p)) {
+                return Ok(p.clone());
+            }
+            let f = self.next_frame().await?;
+            if f.get("type").is_some() {
+                self.pushes.push(f);
+            } else {
+                self.replies.push(f);
+            }
+        }
+    }
+
     /// Waits for the connection to close and returns the close code.
     pub async fn close_code(&mut self) -> anyhow::Result<Option<u16>> {
         loop {

@@ -5,8 +5,8 @@
 //! come from the edge-wide [`hub`]. The connection ends — and every task of it with it —
 //! when the client closes, a frame is too large (close 1009), pings go unanswered, or the
 //! edge shuts down (close 1001). With auth on, a socket belongs to the user of the token
-//! it was opened with: it sees and changes only that user's carts (others answer
-//! `not_found`), and a user has at most `ws_max_per_user` sockets at once. Nothing here
+//! it was opened with: it sees and changes only that user's carts and orders (others
+//! answer `not_found`; stock is public), and a user has at most `ws_max_per_user` sockets at once. Nothing here
 //! touches storage.
 
 pub(crate) mod hub;
@@ -70,8 +70,10 @@ pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     }
 }
 
-/// Open the live-cart WebSocket (JSON text frames: `subscribe`, `unsubscribe`, `get`,
-/// `add_item`, `set_qty`, `remove_item`; replies and pushes). With auth on, authenticate
+/// Open the live WebSocket (JSON text frames: `subscribe`, `unsubscribe`, `get`,
+/// `add_item`, `set_qty`, `remove_item` for carts; `subscribe_order`, `unsubscribe_order`
+/// for the caller's orders; `subscribe_stock`, `unsubscribe_stock` for a sku's stock, at
+/// most one push per second; replies and pushes). With auth on, authenticate
 /// with the `Authorization` header or, from a browser, the `token` query parameter.
 /// Browser pages from other origins are refused unless configured.
 #[utoipa::path(get, path = "/ws", tag = "websocket",
@@ -195,7 +197,7 @@ impl Reader {
     /// Queues an error reply for a frame that could not be used.
     async fn reject(&self, id: &Value, e: &AppError) -> Flow {
         let frame = protocol::reply_err(id, e, &new_request_id());
-        match self.out.send(Outbound::Reply { frame, cart: None }).await {
+        match self.out.send(Outbound::Reply { frame, seen: None }).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close(None),
         }

@@ -3,17 +3,22 @@
 //! Client → server (JSON text frames; `id` is any number or string, echoed back):
 //! `{"id":1,"op":"subscribe","cart_id"}`, `{"op":"unsubscribe","cart_id"}`,
 //! `{"op":"get","cart_id"}`, `{"op":"add_item","cart_id","sku","qty"}`,
-//! `{"op":"set_qty","cart_id","sku","qty"}`, `{"op":"remove_item","cart_id","sku"}`.
+//! `{"op":"set_qty","cart_id","sku","qty"}`, `{"op":"remove_item","cart_id","sku"}`,
+//! `{"op":"subscribe_order","order_id"}`, `{"op":"unsubscribe_order","order_id"}`,
+//! `{"op":"subscribe_stock","sku"}`, `{"op":"unsubscribe_stock","sku"}`.
 //!
-//! Server → client: `{"id","ok":true,"cart"}` (no `cart` for `unsubscribe`),
+//! Server → client: `{"id","ok":true,"cart"}` (`"order"` or `"stock"` for their
+//! subscribes, nothing for an unsubscribe),
 //! `{"id","ok":false,"error":{"code","message","request_id"}}` and pushes
-//! `{"type":"cart","cart"}`. Pure data: nothing here does I/O.
+//! `{"type":"cart","cart"}`, `{"type":"order","order"}` (every change of a watched order)
+//! and `{"type":"stock","stock"}` (a watched sku's stock, at most one push per sku per
+//! second, the latest). Pure data: nothing here does I/O.
 
 use crate::error::{AppError, ErrorBody};
 use crate::routes::carts::quantity;
 use crate::routes::valid_id;
 use axum::extract::ws::Utf8Bytes;
-use cartwheel_domain::Cart;
+use cartwheel_domain::{Cart, InventoryView, Order};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,20 +74,27 @@ pub enum Op {
         /// The product.
         sku: String,
     },
-}
-
-impl Op {
-    /// The cart the operation is about.
-    pub fn cart_id(&self) -> &str {
-        match self {
-            Op::Subscribe { cart_id }
-            | Op::Unsubscribe { cart_id }
-            | Op::Get { cart_id }
-            | Op::AddItem { cart_id, .. }
-            | Op::SetQty { cart_id, .. }
-            | Op::RemoveItem { cart_id, .. } => cart_id,
-        }
-    }
+    /// Receive every status change of one of the caller's orders; answered with the
+    /// order.
+    SubscribeOrder {
+        /// The order.
+        order_id: String,
+    },
+    /// Stop receiving an order's changes.
+    UnsubscribeOrder {
+        /// The order.
+        order_id: String,
+    },
+    /// Receive a sku's stock (at most once a second); answered with the stock.
+    SubscribeStock {
+        /// The product.
+        sku: String,
+    },
+    /// Stop receiving a sku's stock.
+    UnsubscribeStock {
+        /// The product.
+        sku: String,
+    },
 }
 
 /// The frame as sent, before validation. Unknown fields are ignored so clients may add
@@ -111,6 +123,18 @@ enum RawOp {
     },
     RemoveItem {
         cart_id: String,
+        sku: String,
+    },
+    SubscribeOrder {
+        order_id: String,
+    },
+    UnsubscribeOrder {
+        order_id: String,
+    },
+    SubscribeStock {
+        sku: String,
+    },
+    UnsubscribeStock {
         sku: String,
     },
 }
@@ -151,33 +175,50 @@ pub fn parse(text: &str) -> Result<Request, (Value, AppError)> {
 }
 
 fn validate(raw: RawOp) -> Result<Op, AppError> {
-    let op = match raw {
-        RawOp::Subscribe { cart_id } => Op::Subscribe { cart_id },
-        RawOp::Unsubscribe { cart_id } => Op::Unsubscribe { cart_id },
-        RawOp::Get { cart_id } => Op::Get { cart_id },
-        RawOp::AddItem { cart_id, sku, qty } => {
-            valid_id("sku", &sku)?;
-            Op::AddItem {
-                cart_id,
-                sku,
-                qty: quantity(qty, false)?,
-            }
-        }
-        RawOp::SetQty { cart_id, sku, qty } => {
-            valid_id("sku", &sku)?;
-            Op::SetQty {
-                cart_id,
-                sku,
-                qty: quantity(qty, true)?,
-            }
-        }
-        RawOp::RemoveItem { cart_id, sku } => {
-            valid_id("sku", &sku)?;
-            Op::RemoveItem { cart_id, sku }
-        }
-    };
-    valid_id("cart_id", op.cart_id())?;
-    Ok(op)
+    let cart = |cart_id: String| valid_id("cart_id", &cart_id).map(|()| cart_id);
+    let sku = |sku: String| valid_id("sku", &sku).map(|()| sku);
+    let order = |order_id: String| valid_id("order_id", &order_id).map(|()| order_id);
+    Ok(match raw {
+        RawOp::Subscribe { cart_id } => Op::Subscribe {
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::Unsubscribe { cart_id } => Op::Unsubscribe {
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::Get { cart_id } => Op::Get {
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::AddItem {
+            cart_id,
+            sku: s,
+            qty,
+        } => Op::AddItem {
+            sku: sku(s)?,
+            qty: quantity(qty, false)?,
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::SetQty {
+            cart_id,
+            sku: s,
+            qty,
+        } => Op::SetQty {
+            sku: sku(s)?,
+            qty: quantity(qty, true)?,
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::RemoveItem { cart_id, sku: s } => Op::RemoveItem {
+            sku: sku(s)?,
+            cart_id: cart(cart_id)?,
+        },
+        RawOp::SubscribeOrder { order_id } => Op::SubscribeOrder {
+            order_id: order(order_id)?,
+        },
+        RawOp::UnsubscribeOrder { order_id } => Op::UnsubscribeOrder {
+            order_id: order(order_id)?,
+        },
+        RawOp::SubscribeStock { sku: s } => Op::SubscribeStock { sku: sku(s)? },
+        RawOp::UnsubscribeStock { sku: s } => Op::UnsubscribeStock { sku: sku(s)? },
+    })
 }
 
 #[derive(Serialize)]
@@ -187,14 +228,68 @@ struct Reply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cart: Option<&'a Cart>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a Order>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stock: Option<&'a InventoryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorBody<'a>>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(id: &'a Value, body: Body<'a>, error: Option<ErrorBody<'a>>) -> Reply<'a> {
+        let (mut cart, mut order, mut stock) = (None, None, None);
+        match body {
+            Body::Cart(c) => cart = Some(c),
+            Body::Order(o) => order = Some(o),
+            Body::Stock(s) => stock = Some(s),
+            Body::None => {}
+        }
+        Reply {
+            id,
+            ok: error.is_none(),
+            cart,
+            order,
+            stock,
+            error,
+        }
+    }
+}
+
+/// What a reply or a push carries: a cart, an order, a sku's stock, or nothing.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// `"cart": {…}`.
+    Cart(&'a Cart),
+    /// `"order": {…}`.
+    Order(&'a Order),
+    /// `"stock": {…}`.
+    Stock(&'a InventoryView),
+    /// No field.
+    None,
+}
+
+impl Body<'_> {
+    /// The push frame's `type`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Body::Cart(_) => "cart",
+            Body::Order(_) => "order",
+            Body::Stock(_) => "stock",
+            Body::None => "none",
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct Push<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    cart: &'a Cart,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cart: Option<&'a Cart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a Order>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stock: Option<&'a InventoryView>,
 }
 
 /// Serializes a frame; our frame types always serialize, but never panic if one does not.
@@ -212,28 +307,29 @@ fn frame<T: Serialize>(value: &T) -> Utf8Bytes {
 
 /// `{"id","ok":true[,"cart"]}`.
 pub fn reply_ok(id: &Value, cart: Option<&Cart>) -> Utf8Bytes {
-    frame(&Reply {
-        id,
-        ok: true,
-        cart,
-        error: None,
-    })
+    reply_with(id, cart.map_or(Body::None, Body::Cart))
+}
+
+/// `{"id","ok":true[,"cart"|"order"|"stock"]}`.
+pub fn reply_with(id: &Value, body: Body<'_>) -> Utf8Bytes {
+    frame(&Reply::new(id, body, None))
 }
 
 /// `{"id","ok":false,"error":{"code","message","request_id"}}`; logs the error.
 pub fn reply_err(id: &Value, err: &AppError, request_id: &str) -> Utf8Bytes {
     err.log(Some(request_id));
-    frame(&Reply {
-        id,
-        ok: false,
-        cart: None,
-        error: Some(err.body(request_id)),
-    })
+    frame(&Reply::new(id, Body::None, Some(err.body(request_id))))
 }
 
-/// `{"type":"cart","cart"}`.
-pub fn push(cart: &Cart) -> Utf8Bytes {
-    frame(&Push { kind: "cart", cart })
+/// `{"type":"cart","cart"}`, `{"type":"order","order"}` or `{"type":"stock","stock"}`.
+pub fn push(body: Body<'_>) -> Utf8Bytes {
+    let reply = Reply::new(&Value::Null, body, None);
+    frame(&Push {
+        kind: body.kind(),
+        cart: reply.cart,
+        order: reply.order,
+        stock: reply.stock,
+    })
 }
 
 #[cfg(test)]
@@ -265,6 +361,17 @@ mod tests {
         assert!(parse(r#"{"op":"unsubscribe","cart_id":"c1"}"#).is_ok());
         assert!(parse(r#"{"op":"get","cart_id":"c1"}"#).is_ok());
         assert!(parse(r#"{"op":"remove_item","cart_id":"c1","sku":"S"}"#).is_ok());
+        let r = parse(r#"{"id":4,"op":"subscribe_order","order_id":"o-1"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Op::SubscribeOrder {
+                order_id: "o-1".into()
+            }
+        );
+        assert!(parse(r#"{"op":"unsubscribe_order","order_id":"o-1"}"#).is_ok());
+        let r = parse(r#"{"op":"subscribe_stock","sku":"MUG"}"#).unwrap();
+        assert_eq!(r.op, Op::SubscribeStock { sku: "MUG".into() });
+        assert!(parse(r#"{"op":"unsubscribe_stock","sku":"MUG"}"#).is_ok());
     }
 
     #[test]
@@ -285,12 +392,34 @@ mod tests {
         assert_eq!(code(dotted), (json!(2), "invalid_input"));
         let wildcard = r#"{"id":2,"op":"add_item","cart_id":"c","sku":"*","qty":1}"#;
         assert_eq!(code(wildcard), (json!(2), "invalid_input"));
+        let wild_sku = r#"{"id":5,"op":"subscribe_stock","sku":">"}"#;
+        assert_eq!(code(wild_sku), (json!(5), "invalid_input"));
+        let no_order = r#"{"id":6,"op":"subscribe_order"}"#;
+        assert_eq!(code(no_order), (json!(6), "invalid_input"));
+        let dotted_order = r#"{"id":6,"op":"subscribe_order","order_id":"a.>"}"#;
+        assert_eq!(code(dotted_order), (json!(6), "invalid_input"));
     }
 
     #[test]
     fn frames_have_the_contract_shape() {
         let v: Value = serde_json::from_str(reply_ok(&json!(2), None).as_str()).unwrap();
         assert_eq!(v, json!({"id": 2, "ok": true}));
+        let stock = InventoryView {
+            sku: "MUG".into(),
+            on_hand: 5,
+            reserved: 1,
+            available: 4,
+            version: 9,
+        };
+        let v: Value =
+            serde_json::from_str(reply_with(&json!(3), Body::Stock(&stock)).as_str()).unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["stock"]["available"], 4);
+        let v: Value = serde_json::from_str(push(Body::Stock(&stock)).as_str()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"stock","stock":{"sku":"MUG","on_hand":5,"reserved":1,"available":4,"version":9}})
+        );
         let e = AppError::invalid("bad");
         let v: Value = serde_json::from_str(reply_err(&json!(1), &e, "r").as_str()).unwrap();
         assert_eq!(

@@ -1,17 +1,18 @@
 //! What one socket does with its requests: cart commands (run concurrently, one task
-//! each) and subscriptions (run one at a time by [`subscriptions`], so a subscribe and an
-//! unsubscribe of the same cart never interleave).
+//! each) and subscriptions to carts, orders and stock (run one at a time by
+//! [`subscriptions`], so a subscribe and an unsubscribe of the same topic never
+//! interleave).
 
 use crate::access;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::ws::hub::{CartUpdate, Watch};
-use crate::ws::protocol::{self, Op, Request};
+use crate::ws::hub::{Topic, Update, Watch};
+use crate::ws::protocol::{self, Body, Op, Request};
 use crate::ws::writer::Outbound;
 use cartwheel_bus::headers::new_request_id;
-use cartwheel_bus::messages::CartCommand;
-use cartwheel_domain::ErrorCode;
+use cartwheel_bus::messages::{CartCommand, InventoryCommand, OrderCommand};
+use cartwheel_domain::{Cart, ErrorCode, InventoryView, Order};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,12 +20,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-/// Most carts one socket may watch at once.
+/// Most topics (carts, orders and skus together) one socket may watch at once.
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 100;
 
 /// What a request asks for.
 pub(crate) enum Action {
-    /// Start or stop watching a cart.
+    /// Start or stop watching a cart, an order or a sku's stock.
     Watch(WatchRequest),
     /// Send a command to the cart and reply with the result.
     Command(CommandRequest),
@@ -33,7 +34,7 @@ pub(crate) enum Action {
 /// A subscribe (`on`) or unsubscribe, queued for [`subscriptions`].
 pub(crate) struct WatchRequest {
     id: Value,
-    cart_id: String,
+    topic: Topic,
     on: bool,
 }
 
@@ -48,21 +49,20 @@ impl Action {
     /// Sorts a validated request.
     pub(crate) fn of(req: Request) -> Action {
         let Request { id, op } = req;
+        let watch = |topic: Topic, on: bool| {
+            Action::Watch(WatchRequest {
+                id: id.clone(),
+                topic,
+                on,
+            })
+        };
         let (cart_id, cmd) = match op {
-            Op::Subscribe { cart_id } => {
-                return Action::Watch(WatchRequest {
-                    id,
-                    cart_id,
-                    on: true,
-                });
-            }
-            Op::Unsubscribe { cart_id } => {
-                return Action::Watch(WatchRequest {
-                    id,
-                    cart_id,
-                    on: false,
-                });
-            }
+            Op::Subscribe { cart_id } => return watch(Topic::Cart(cart_id), true),
+            Op::Unsubscribe { cart_id } => return watch(Topic::Cart(cart_id), false),
+            Op::SubscribeOrder { order_id } => return watch(Topic::Order(order_id), true),
+            Op::UnsubscribeOrder { order_id } => return watch(Topic::Order(order_id), false),
+            Op::SubscribeStock { sku } => return watch(Topic::Stock(sku), true),
+            Op::UnsubscribeStock { sku } => return watch(Topic::Stock(sku), false),
             Op::Get { cart_id } => (cart_id, CartCommand::Get),
             Op::AddItem { cart_id, sku, qty } => (cart_id, CartCommand::AddItem { sku, qty }),
             Op::SetQty { cart_id, sku, qty } => (cart_id, CartCommand::SetQty { sku, qty }),
@@ -112,11 +112,11 @@ pub(crate) async fn command(
         match result {
             Ok(cart) => Outbound::Reply {
                 frame: protocol::reply_ok(&id, Some(&cart)),
-                cart: Some((cart.id, cart.version)),
+                seen: Some((Topic::Cart(cart.id), cart.version)),
             },
             Err(e) => Outbound::Reply {
                 frame: protocol::reply_err(&id, &e, &rid),
-                cart: None,
+                seen: None,
             },
         }
     }
@@ -125,7 +125,7 @@ pub(crate) async fn command(
     let _ = out.send(reply).await;
 }
 
-/// Aborts a socket's forwarder of one cart when dropped.
+/// Aborts a socket's forwarder of one topic when dropped.
 struct Forwarder(AbortHandle);
 
 impl Drop for Forwarder {
@@ -142,16 +142,16 @@ pub(crate) async fn subscriptions(
     mut requests: mpsc::Receiver<WatchRequest>,
     out: mpsc::Sender<Outbound>,
 ) {
-    let mut subs: HashMap<String, Forwarder> = HashMap::new();
+    let mut subs: HashMap<Topic, Forwarder> = HashMap::new();
     while let Some(req) = requests.recv().await {
         if req.on {
             subscribe(&state, &caller, &out, &mut subs, req).await;
         } else {
-            subs.remove(&req.cart_id);
+            subs.remove(&req.topic);
             let frame = protocol::reply_ok(&req.id, None);
             let msg = Outbound::Unsubscribed {
                 frame,
-                cart_id: req.cart_id,
+                topic: req.topic,
             };
             if out.send(msg).await.is_err() {
                 return;
@@ -160,21 +160,90 @@ pub(crate) async fn subscriptions(
     }
 }
 
-/// Watches the cart through the hub first, then reads it: a change can fall in neither
-/// gap, and the writer drops pushes not newer than the cart in the reply.
+/// A topic's state, as read over the bus.
+enum Now {
+    Cart(Cart),
+    Order(Order),
+    Stock(InventoryView),
+}
+
+impl Now {
+    /// The reply field it fills.
+    fn body(&self) -> Body<'_> {
+        match self {
+            Now::Cart(c) => Body::Cart(c),
+            Now::Order(o) => Body::Order(o),
+            Now::Stock(s) => Body::Stock(s),
+        }
+    }
+
+    /// Its version.
+    fn version(&self) -> u64 {
+        match self {
+            Now::Cart(c) => c.version,
+            Now::Order(o) => o.version,
+            Now::Stock(s) => s.version,
+        }
+    }
+
+    /// It as a push.
+    fn update(&self) -> Update {
+        match self {
+            Now::Cart(c) => Update::cart(c),
+            Now::Order(o) => Update::order(o),
+            Now::Stock(s) => Update::stock(s),
+        }
+    }
+}
+
+/// The current state of `topic`, read over the bus; with `caller`, only if the caller
+/// may see it (`404` otherwise, as for REST).
+async fn current(
+    state: &AppState,
+    caller: Option<&Caller>,
+    topic: &Topic,
+    rid: &str,
+) -> Result<Now, AppError> {
+    Ok(match topic {
+        Topic::Cart(id) => {
+            let cart = state.bus().cart(id, &CartCommand::Get, rid).await?;
+            if let Some(caller) = caller {
+                access::check_cart(state, caller, id, &cart.user_id)?;
+            }
+            Now::Cart(cart)
+        }
+        Topic::Order(id) => {
+            let order = state.bus().order(id, &OrderCommand::Get, rid).await?;
+            if let Some(caller) = caller {
+                access::check_order(state, caller, id, &order.user_id)?;
+            }
+            Now::Order(order)
+        }
+        // Stock is public, as `GET /inventory/{sku}` is.
+        Topic::Stock(sku) => Now::Stock(
+            state
+                .bus()
+                .stock(sku, &InventoryCommand::GetStock, rid)
+                .await?,
+        ),
+    })
+}
+
+/// Watches the topic through the hub first, then reads it: a change can fall in neither
+/// gap, and the writer drops pushes not newer than the state in the reply.
 async fn subscribe(
     state: &AppState,
     caller: &Caller,
     out: &mpsc::Sender<Outbound>,
-    subs: &mut HashMap<String, Forwarder>,
+    subs: &mut HashMap<Topic, Forwarder>,
     req: WatchRequest,
 ) {
     let rid = new_request_id();
     let fail = |e: AppError| Outbound::Reply {
         frame: protocol::reply_err(&req.id, &e, &rid),
-        cart: None,
+        seen: None,
     };
-    let already = subs.contains_key(&req.cart_id);
+    let already = subs.contains_key(&req.topic);
     if !already && subs.len() >= MAX_SUBSCRIPTIONS {
         let e = AppError::new(
             ErrorCode::RateLimited,
@@ -186,7 +255,7 @@ async fn subscribe(
     let watch = if already {
         None
     } else {
-        match state.hub().watch(&req.cart_id).await {
+        match state.hub().watch(&req.topic).await {
             Ok(w) => Some(w),
             Err(e) => {
                 let _ = out.send(fail(e.into())).await;
@@ -194,15 +263,8 @@ async fn subscribe(
             }
         }
     };
-    let cart = match state
-        .bus()
-        .cart(&req.cart_id, &CartCommand::Get, &rid)
-        .await
-        .map_err(AppError::from)
-        .and_then(|cart| {
-            access::check_cart(state, caller, &req.cart_id, &cart.user_id).map(|()| cart)
-        }) {
-        Ok(cart) => cart,
+    let now = match current(state, Some(caller), &req.topic, &rid).await {
+        Ok(now) => now,
         Err(e) => {
             // Dropping `watch` releases the hub entry.
             let _ = out.send(fail(e)).await;
@@ -210,9 +272,9 @@ async fn subscribe(
         }
     };
     let reply = Outbound::Subscribed {
-        frame: protocol::reply_ok(&req.id, Some(&cart)),
-        cart_id: req.cart_id.clone(),
-        version: cart.version,
+        frame: protocol::reply_with(&req.id, now.body()),
+        topic: req.topic.clone(),
+        version: now.version(),
     };
     // The reply is queued before the forwarder starts, so no push can overtake it.
     if out.send(reply).await.is_err() {
@@ -223,25 +285,25 @@ async fn subscribe(
             watch,
             state.clone(),
             out.clone(),
-            req.cart_id.clone(),
+            req.topic.clone(),
         ));
-        subs.insert(req.cart_id, Forwarder(task.abort_handle()));
+        subs.insert(req.topic, Forwarder(task.abort_handle()));
     }
 }
 
-/// Queues every update of one watched cart for the socket. A socket that fell behind
-/// re-reads the cart: the writer's watermark keeps it from going back in time.
-async fn forward(mut watch: Watch, state: AppState, out: mpsc::Sender<Outbound>, cart_id: String) {
+/// Queues every update of one watched topic for the socket. A socket that fell behind
+/// re-reads it: the writer's watermark keeps it from going back in time.
+async fn forward(mut watch: Watch, state: AppState, out: mpsc::Sender<Outbound>, topic: Topic) {
     loop {
         let update = match watch.recv().await {
             Ok(update) => update,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let rid = new_request_id();
-                tracing::debug!(%cart_id, missed, request_id = %rid, "socket lagged; re-reading cart");
-                match state.bus().cart(&cart_id, &CartCommand::Get, &rid).await {
-                    Ok(cart) => Arc::new(CartUpdate::new(&cart)),
+                tracing::debug!(?topic, missed, request_id = %rid, "socket lagged; re-reading");
+                match current(&state, None, &topic, &rid).await {
+                    Ok(now) => Arc::new(now.update()),
                     Err(e) => {
-                        tracing::warn!(%cart_id, error = %e, "re-reading a lagged cart failed");
+                        tracing::warn!(?topic, error = %e, "re-reading a lagged topic failed");
                         continue;
                     }
                 }

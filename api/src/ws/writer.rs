@@ -1,11 +1,12 @@
 //! The writer task of one socket: the only code that writes to it.
 //!
 //! Everything bound for the client goes through one bounded queue of [`Outbound`]s, so
-//! frames leave in queue order, and the writer alone keeps the per-cart watermark: the
-//! highest version this client has seen (in a subscribe reply, a command reply or a
-//! push). A push at or below the watermark is dropped, so pushed versions only grow.
+//! frames leave in queue order, and the writer alone keeps the per-topic watermark (a
+//! cart's, an order's, a sku's stock's): the highest version this client has seen (in a
+//! subscribe reply, a command reply or a push). A push at or below the watermark is
+//! dropped, so pushed versions only grow.
 
-use crate::ws::hub::CartUpdate;
+use crate::ws::hub::{Topic, Update};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::SinkExt;
@@ -17,22 +18,22 @@ use tokio::sync::mpsc;
 /// Something to send to the client.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A reply; `cart` (id, version) when it carries a cart, raising a subscribed cart's
-    /// watermark.
+    /// A reply; `seen` (topic, version) when it carries a cart, raising a subscribed
+    /// cart's watermark.
     Reply {
         frame: Utf8Bytes,
-        cart: Option<(String, u64)>,
+        seen: Option<(Topic, u64)>,
     },
-    /// The reply to a subscribe: starts (or raises) the cart's watermark.
+    /// The reply to a subscribe: starts (or raises) the topic's watermark.
     Subscribed {
         frame: Utf8Bytes,
-        cart_id: String,
+        topic: Topic,
         version: u64,
     },
-    /// The reply to an unsubscribe: forgets the cart, so late pushes are dropped.
-    Unsubscribed { frame: Utf8Bytes, cart_id: String },
-    /// A change of a cart; sent only if subscribed and newer than the watermark.
-    Push(Arc<CartUpdate>),
+    /// The reply to an unsubscribe: forgets the topic, so late pushes are dropped.
+    Unsubscribed { frame: Utf8Bytes, topic: Topic },
+    /// A change; sent only if subscribed and newer than the watermark.
+    Push(Arc<Update>),
     /// A keep-alive ping.
     Ping,
     /// The last thing: a close frame with this code and reason (`None`: just finish, e.g.
@@ -42,11 +43,11 @@ pub(crate) enum Outbound {
 
 /// Sends queued frames until the queue ends or a close is sent.
 pub(crate) async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
-    let mut watermarks: HashMap<String, u64> = HashMap::new();
+    let mut watermarks: HashMap<Topic, u64> = HashMap::new();
     while let Some(out) = rx.recv().await {
         let msg = match out {
-            Outbound::Reply { frame, cart } => {
-                let seen = cart.and_then(|(id, v)| watermarks.get_mut(&id).map(|w| (w, v)));
+            Outbound::Reply { frame, seen } => {
+                let seen = seen.and_then(|(t, v)| watermarks.get_mut(&t).map(|w| (w, v)));
                 if let Some((w, version)) = seen {
                     *w = (*w).max(version);
                 }
@@ -54,18 +55,18 @@ pub(crate) async fn run(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::R
             }
             Outbound::Subscribed {
                 frame,
-                cart_id,
+                topic,
                 version,
             } => {
-                let w = watermarks.entry(cart_id).or_insert(0);
+                let w = watermarks.entry(topic).or_insert(0);
                 *w = (*w).max(version);
                 Some(Message::Text(frame))
             }
-            Outbound::Unsubscribed { frame, cart_id } => {
-                watermarks.remove(&cart_id);
+            Outbound::Unsubscribed { frame, topic } => {
+                watermarks.remove(&topic);
                 Some(Message::Text(frame))
             }
-            Outbound::Push(update) => match watermarks.get_mut(&update.cart_id) {
+            Outbound::Push(update) => match watermarks.get_mut(&update.topic) {
                 Some(w) if update.version > *w => {
                     *w = update.version;
                     Some(Message::Text(update.frame.clone()))
