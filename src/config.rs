@@ -199,6 +199,33 @@ pub struct NodeOpts {
     /// Fault injection for tests: adding this sku to a cart panics in the cart actor.
     #[arg(long, env = "CARTWHEEL_FAULT_PANIC_SKU", hide = true)]
     pub fault_panic_sku: Option<String>,
+    /// Webhook retry schedule: the delay before each attempt, comma-separated (`0` at
+    /// once, `250ms`, `5s`, `5m`, `2h`, `1d`); its length is the number of attempts
+    /// before a delivery is dead-lettered. The default is the Standard Webhooks one.
+    #[arg(
+        long,
+        env = "CARTWHEEL_WEBHOOK_SCHEDULE",
+        default_value = "0,5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub webhook_schedule: String,
+    /// The longest a webhook endpoint may take to answer, in ms.
+    #[arg(long, env = "CARTWHEEL_WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    pub webhook_timeout_ms: u64,
+    /// Networks webhook URLs may reach although private (comma-separated, e.g.
+    /// `127.0.0.0/8` for a receiver on this machine): loopback, private and link-local
+    /// targets are refused by default (server-side request forgery).
+    #[arg(long, env = "CARTWHEEL_WEBHOOK_ALLOW_NETWORKS", default_value = "")]
+    pub webhook_allow_networks: String,
+    /// How long an endpoint's open circuit breaker holds deliveries, in ms.
+    #[arg(
+        long,
+        env = "CARTWHEEL_WEBHOOK_BREAKER_COOLDOWN_MS",
+        default_value_t = 30_000
+    )]
+    pub webhook_breaker_cooldown_ms: u64,
+    /// An endpoint whose every attempt failed for this long is disabled (`5d`, `12h`).
+    #[arg(long, env = "CARTWHEEL_WEBHOOK_DISABLE_AFTER", default_value = "5d")]
+    pub webhook_disable_after: String,
 }
 
 /// Settings of an edge.

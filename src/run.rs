@@ -15,6 +15,7 @@ use cartwheel_storage::kv::KvSettings;
 use cartwheel_storage::mongo::MongoSettings;
 use cartwheel_storage::redis::RedisSettings;
 use cartwheel_storage::select::{self, Backend, Selection};
+use cartwheel_webhooks::{Settings as WebhookSettings, Webhooks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,61 @@ fn bus(nats: async_nats::Client, prefix: &str, partitions: u32) -> anyhow::Resul
             ..BusConfig::default()
         },
     ))
+}
+
+/// A node and its webhook service.
+struct RunningNode {
+    node: Node,
+    webhooks: Webhooks,
+}
+
+impl RunningNode {
+    /// Stops the webhook deliveries first (they follow the node's leases), then hands the
+    /// partitions over.
+    async fn shutdown(self) {
+        self.webhooks.stop(Duration::from_secs(10)).await;
+        self.node.shutdown(SHUTDOWN_TIMEOUT).await;
+    }
+}
+
+/// The webhook settings of the node options.
+fn webhook_settings(opts: &NodeOpts) -> anyhow::Result<WebhookSettings> {
+    Ok(WebhookSettings {
+        schedule: cartwheel_webhooks::parse_schedule(&opts.webhook_schedule)
+            .map_err(|e| anyhow::anyhow!("CARTWHEEL_WEBHOOK_SCHEDULE: {e}"))?,
+        request_timeout: Duration::from_millis(opts.webhook_timeout_ms.max(1)),
+        allow_networks: cartwheel_webhooks::ssrf::parse_networks(&opts.webhook_allow_networks)
+            .map_err(|e| anyhow::anyhow!("CARTWHEEL_WEBHOOK_ALLOW_NETWORKS: {e}"))?,
+        breaker_cooldown: Duration::from_millis(opts.webhook_breaker_cooldown_ms),
+        disable_after: cartwheel_webhooks::parse_duration(&opts.webhook_disable_after)
+            .map_err(|e| anyhow::anyhow!("CARTWHEEL_WEBHOOK_DISABLE_AFTER: {e}"))?,
+        replicas: opts.replicas,
+        ..WebhookSettings::default()
+    })
+}
+
+/// Starts a node, then its webhook service (deliveries follow the node's leases).
+async fn start_running(
+    bus: BusClient,
+    opts: &NodeOpts,
+    node_id: &str,
+) -> anyhow::Result<RunningNode> {
+    let settings = webhook_settings(opts)?;
+    let node = start_node(bus.clone(), opts, node_id).await?;
+    let guard = node.ctx().guard.clone();
+    let partitions = bus.config().partitions;
+    let owns: cartwheel_webhooks::Owns =
+        Arc::new(move |id: &str| guard.holds(cartwheel_bus::names::partition(id, partitions)));
+    let webhooks = Webhooks::start(
+        bus.nats().clone(),
+        node.ctx().js.clone(),
+        bus.names().clone(),
+        owns,
+        settings,
+    )
+    .await
+    .context("starting webhooks")?;
+    Ok(RunningNode { node, webhooks })
 }
 
 async fn start_node(bus: BusClient, opts: &NodeOpts, node_id: &str) -> anyhow::Result<Node> {
@@ -185,8 +241,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let nats = connect(&url, "cartwheel-up", &auth).await?;
     let bus = bus(nats.clone(), &args.prefix, args.partitions)?;
     let node_id = up_node_id(&args)?;
-    let node = start_node(bus.clone(), &args.node, &node_id).await?;
-    let extras = NodeExtras::start(&node, &bus, &node_id, args.node.metrics_addr).await?;
+    let running = start_running(bus.clone(), &args.node, &node_id).await?;
+    let extras = NodeExtras::start(&running.node, &bus, &node_id, args.node.metrics_addr).await?;
     let shutdown = CancellationToken::new();
     let config = edge_config(
         &args.edge,
@@ -212,7 +268,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("edge did not stop in time"),
         _ => {}
     }
-    node.shutdown(SHUTDOWN_TIMEOUT).await;
+    running.shutdown().await;
     extras.stop().await;
     close_nats(&nats).await;
     if let Some(child) = child {
@@ -240,13 +296,13 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
-    let node = start_node(bus.clone(), &args.node, &node_id).await?;
-    let extras = NodeExtras::start(&node, &bus, &node_id, args.node.metrics_addr).await?;
+    let running = start_running(bus.clone(), &args.node, &node_id).await?;
+    let extras = NodeExtras::start(&running.node, &bus, &node_id, args.node.metrics_addr).await?;
     tracing::info!(nats = %redacted(&args.common.nats_url), "node started");
     signal().await;
     tracing::info!("shutting down");
     extras.stop_serving();
-    node.shutdown(SHUTDOWN_TIMEOUT).await;
+    running.shutdown().await;
     extras.stop().await;
     close_nats(&nats).await;
     tracing::info!("stopped");

@@ -40,7 +40,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "inventory", description = "Stock per sku"),
         (name = "carts", description = "Carts and checkout"),
         (name = "orders", description = "Orders"),
-        (name = "websocket", description = "Live carts"),
+        (name = "websocket", description = "Live carts, orders and stock"),
+        (name = "webhooks", description = "Signed event deliveries to your endpoints (Standard Webhooks), with retries, dead letters and replay (admin)"),
         (name = "identity", description = "How to sign in"),
         (name = "operations", description = "Probes, metrics and documents"),
     )

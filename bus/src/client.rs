@@ -609,4 +609,17 @@ impl BusClient {
         self.query(&self.config.names.query_orders(), query, request_id)
             .await
     }
+
+    /// A webhook admin command, answered by any node; `T` is the command's answer (see
+    /// [`crate::messages::WebhookCommand`]). Not resent: a create must not run twice.
+    pub async fn webhook<T: DeserializeOwned>(
+        &self,
+        cmd: &crate::messages::WebhookCommand,
+        request_id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<T, BusError> {
+        let subject = self.config.names.webhook_admin();
+        self.request_with(&subject, cmd, request_id, None, Resend::Never, timeout)
+            .await
+    }
 }

@@ -228,3 +228,88 @@ pub struct LocateQuery {
     /// The entity's id.
     pub id: String,
 }
+
+/// Webhook administration (`{prefix}.webhook.admin`, answered by any node).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum WebhookCommand {
+    /// Register an endpoint → `Endpoint`.
+    Create {
+        /// Where deliveries go.
+        url: String,
+        /// What it is for.
+        #[serde(default)]
+        description: String,
+        /// The types it receives (empty: all).
+        #[serde(default)]
+        event_types: Vec<String>,
+        /// Whether deliveries start at once.
+        enabled: bool,
+        /// Its secret (`whsec_…`); made up when absent.
+        #[serde(default)]
+        secret: Option<String>,
+    },
+    /// Every endpoint → `Vec<Endpoint>`.
+    List,
+    /// One endpoint → `Endpoint`.
+    Get {
+        /// The endpoint.
+        id: String,
+    },
+    /// Change an endpoint's fields (absent: unchanged) → `Endpoint`.
+    Update {
+        /// The endpoint.
+        id: String,
+        /// A new URL.
+        url: Option<String>,
+        /// A new description.
+        description: Option<String>,
+        /// A new filter.
+        event_types: Option<Vec<String>>,
+        /// Enable or disable (enabling clears the reason it was disabled).
+        enabled: Option<bool>,
+    },
+    /// Remove an endpoint and its consumers → `()`.
+    Delete {
+        /// The endpoint.
+        id: String,
+    },
+    /// A new secret; the old one keeps signing for `grace_ms` → `Endpoint`.
+    RotateSecret {
+        /// The endpoint.
+        id: String,
+        /// How long the old secret still signs.
+        grace_ms: u64,
+    },
+    /// The endpoint's deliveries, newest first → `Vec<Delivery>`.
+    Deliveries {
+        /// The endpoint.
+        id: String,
+        /// Only those in this status.
+        status: Option<cartwheel_domain::webhook::DeliveryStatus>,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Attempt a delivery again now, whatever its status → `Delivery`.
+    Retry {
+        /// The endpoint.
+        id: String,
+        /// The delivery.
+        delivery: String,
+    },
+    /// Deliver the log's events of `[since, until]` again → `Replay`.
+    Replay {
+        /// The endpoint.
+        id: String,
+        /// From (ms since the epoch).
+        since: i64,
+        /// To (ms since the epoch).
+        until: i64,
+    },
+    /// Send a `webhook.test` event now → `Delivery`.
+    Test {
+        /// The endpoint.
+        id: String,
+    },
+}

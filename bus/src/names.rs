@@ -12,6 +12,11 @@
 //! | events | `{prefix}.evt.{kind}.{id}` in stream `{PREFIX}_EVT_{KIND}` |
 //! | live changes | `{prefix}.live.{kind}.{id}`: each stored KV value, republished by the bucket |
 //! | KV buckets | `{prefix}_carts`, `{prefix}_orders`, `{prefix}_products`, `{prefix}_inventory` |
+//! | webhook admin | `{prefix}.webhook.admin` (queue group `{prefix}-webhook`) |
+//! | webhook buckets | `{prefix}_webhooks` (endpoints), `{prefix}_webhook_deliveries` (`{endpoint}.{delivery}`) |
+//! | webhook dead letters | `{prefix}.webhook.dead.{endpoint}` in stream `{PREFIX}_WEBHOOK_DEAD` |
+//! | webhook system events | `{prefix}.webhook.evt.{endpoint}` in stream `{PREFIX}_WEBHOOK_EVT` |
+//! | webhook consumers | `wh_{endpoint}_{source}`; a replay's `whr_{endpoint}_{replay}_{source}` |
 
 /// The kinds of entity that live in actors, each with its own subject space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,6 +286,74 @@ impl Names {
     }
 }
 
+impl Names {
+    fn upper_prefix(&self) -> String {
+        self.prefix.to_ascii_uppercase().replace('-', "_")
+    }
+
+    /// The webhook admin subject: `{prefix}.webhook.admin`.
+    pub fn webhook_admin(&self) -> String {
+        format!("{}.webhook.admin", self.prefix)
+    }
+
+    /// The queue group nodes join on the webhook admin subject.
+    pub fn webhook_queue_group(&self) -> String {
+        format!("{}-webhook", self.prefix)
+    }
+
+    /// The bucket of webhook endpoints: `{prefix}_webhooks`.
+    pub fn webhooks_bucket(&self) -> String {
+        format!("{}_webhooks", self.prefix)
+    }
+
+    /// The bucket of webhook deliveries (keys `{endpoint}.{delivery}`):
+    /// `{prefix}_webhook_deliveries`.
+    pub fn webhook_deliveries_bucket(&self) -> String {
+        format!("{}_webhook_deliveries", self.prefix)
+    }
+
+    /// The dead-letter stream of webhook deliveries: `{PREFIX}_WEBHOOK_DEAD`.
+    pub fn webhook_dead_stream(&self) -> String {
+        format!("{}_WEBHOOK_DEAD", self.upper_prefix())
+    }
+
+    /// The dead-letter subject of one endpoint: `{prefix}.webhook.dead.{endpoint}`.
+    pub fn webhook_dead(&self, endpoint: &str) -> String {
+        format!("{}.webhook.dead.{endpoint}", self.prefix)
+    }
+
+    /// Every dead-letter subject: `{prefix}.webhook.dead.>`.
+    pub fn webhook_dead_subjects(&self) -> String {
+        format!("{}.webhook.dead.>", self.prefix)
+    }
+
+    /// The stream of webhook system events (`endpoint.disabled`): `{PREFIX}_WEBHOOK_EVT`.
+    pub fn webhook_events_stream(&self) -> String {
+        format!("{}_WEBHOOK_EVT", self.upper_prefix())
+    }
+
+    /// The system-event subject of one endpoint: `{prefix}.webhook.evt.{endpoint}`.
+    pub fn webhook_event(&self, endpoint: &str) -> String {
+        format!("{}.webhook.evt.{endpoint}", self.prefix)
+    }
+
+    /// Every webhook system-event subject: `{prefix}.webhook.evt.>`.
+    pub fn webhook_event_subjects(&self) -> String {
+        format!("{}.webhook.evt.>", self.prefix)
+    }
+
+    /// The durable consumer delivering `source` (an event kind, or `webhook`) to an
+    /// endpoint: `wh_{endpoint}_{source}`.
+    pub fn webhook_consumer(endpoint: &str, source: &str) -> String {
+        format!("wh_{endpoint}_{source}")
+    }
+
+    /// The durable consumer of one replay: `whr_{endpoint}_{replay}_{source}`.
+    pub fn webhook_replay_consumer(endpoint: &str, replay: &str, source: &str) -> String {
+        format!("whr_{endpoint}_{replay}_{source}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +435,22 @@ mod tests {
         assert_eq!(partition("cart-1", 64), partition("cart-1", 64));
         assert!(partition("anything", 16) < 16);
         assert_eq!(partition("x", 0), 0);
+    }
+
+    #[test]
+    fn webhook_names() {
+        let n = Names::new("shop-a");
+        assert_eq!(n.webhook_admin(), "shop-a.webhook.admin");
+        assert_eq!(n.webhooks_bucket(), "shop-a_webhooks");
+        assert_eq!(n.webhook_deliveries_bucket(), "shop-a_webhook_deliveries");
+        assert_eq!(n.webhook_dead_stream(), "SHOP_A_WEBHOOK_DEAD");
+        assert_eq!(n.webhook_dead("ep_1"), "shop-a.webhook.dead.ep_1");
+        assert_eq!(n.webhook_events_stream(), "SHOP_A_WEBHOOK_EVT");
+        assert_eq!(n.webhook_event("ep_1"), "shop-a.webhook.evt.ep_1");
+        assert_eq!(Names::webhook_consumer("ep_1", "order"), "wh_ep_1_order");
+        assert_eq!(
+            Names::webhook_replay_consumer("ep_1", "r2", "order"),
+            "whr_ep_1_r2_order"
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod order;
 pub mod product;
 pub mod time;
 pub mod validate;
+pub mod webhook;
 
 pub use cart::{Cart, CartLine, CartStatus, CheckoutRecord};
 pub use error::{DomainError, ErrorCode};

@@ -11,6 +11,7 @@ mod inventory;
 mod orders;
 mod products;
 mod sign_in;
+mod webhooks;
 
 use crate::error::AppError;
 use crate::openapi::{ApiDoc, Documents};
@@ -40,6 +41,7 @@ pub(crate) fn documented() -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(cluster::routes())
         .merge(sign_in::routes())
+        .merge(webhooks::routes())
         .routes(routes!(ws::upgrade))
         .routes(routes!(metrics::scrape))
 }
