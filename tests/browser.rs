@@ -1,9 +1,10 @@
 //! The shop page at `/` in a real browser: starts `cartwheel up`, then runs the Playwright
 //! script `tests/browser/run.mjs` (headless Debian Chromium, see the script for the steps)
-//! against it and asserts its exit status — once with auth off (two pages on one cart),
-//! once with JWT auth and the demo sign-in on (sign in, shop, a cart closed to another
-//! person). The two runs take turns: one Chromium at a time. Screenshots go to
-//! `test-artifacts/browser/`.
+//! against it and asserts its exit status — once with auth off (two pages on one cart;
+//! checkouts answer before the saga settles and one shopper's payments are declined, so
+//! orders turn CONFIRMED or FAILED on screen by push), once with JWT auth and the demo
+//! sign-in on (sign in, shop, a cart closed to another person). The two runs take turns:
+//! one Chromium at a time. Screenshots go to `test-artifacts/browser/`.
 //!
 //! Needs `node` (20+), `tests/browser/node_modules` (`scripts/setup` runs `npm ci` there)
 //! and Chromium (`/usr/bin/chromium`, or `CARTWHEEL_CHROMIUM`). Without Chromium the test
@@ -80,7 +81,17 @@ static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_page_works_in_headless_chromium() -> anyhow::Result<()> {
-    run_page("open", &[]).await
+    run_page(
+        "open",
+        &[
+            // Checkouts answer at once (202, the order not settled yet): the page must
+            // show the result from its order subscription's pushes, never by polling.
+            ("CARTWHEEL_CHECKOUT_WAIT_MS", "0"),
+            // The script's "declined shopper" sees a pending order turn FAILED.
+            ("CARTWHEEL_PAYMENT_DECLINE_USERS", "bt-declined-shopper"),
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 // The shop page: catalog with live stock, a live cart shared by every tab that opens it,
-// checkout and the order's result. A plain client of the public v1 contract: REST for
-// the catalog, stock, carts and checkout; `/ws` for cart commands and live cart pushes.
+// checkout and the order's result, live. A plain client of the public v1 contract: REST
+// for the catalog, carts and checkout; `/ws` for cart commands and live pushes of the
+// cart, of the order placed and of the stock of every sku on the page.
 //
 // Rules kept here:
 // - The cart shown only moves forward: a cart is applied only if its `version` is greater
@@ -9,8 +10,17 @@
 //   the shop gives a definite answer, so "try again" can never place a second order.
 // - `add_item` is not idempotent: it is never resent after a lost connection; the cart is
 //   re-read instead and the person decides.
-// - Stock has no push in the contract: it is polled every 2 s while the page is visible,
-//   and right after a checkout.
+// - Stock is never polled: the page subscribes (`subscribe_stock`) to every sku it shows
+//   (the catalog and the cart's lines; at most STOCK_LIVE_MAX of them, the rest is read
+//   once over REST) and unsubscribes the ones it stops showing. Each reply or push is
+//   applied only if its `version` is greater than the one on screen. The edge pushes at
+//   most one stock per sku per second, the latest. While the socket is down the stock is
+//   marked possibly stale (and skus never seen are read once over REST); every
+//   reconnection resubscribes, and the replies carry the current stock.
+// - A placed order is followed live (`subscribe_order`), not polled: its panel moves
+//   from the checkout's answer (often still PENDING) to CONFIRMED, FAILED or CANCELLED
+//   as the pushes arrive, newer versions only; resubscribed after every reconnection,
+//   unsubscribed when the page stops showing that order.
 // - With auth on (`GET /auth/config`), nothing is asked of the shop before the person
 //   signs in: as a demo shopper or admin (development edges), or at the identity
 //   provider, which sends them back with the token in the URL fragment. The token lives
@@ -20,9 +30,13 @@
 import { Live, rest, setBearer } from "./live.js";
 import { ShopError, describeError, describeFailure, money, orderHeadline, settled, stockLabel } from "./format.js";
 
-const STOCK_POLL_MS = 2000;
 const CATALOG_POLL_MS = 15000;
-const ORDER_POLL_MS = [400, 800, 1500, 2500, 4000];
+/** Skus whose stock is watched live: the edge allows 100 subscriptions per socket (carts,
+ * orders and skus together); beyond this the stock is read once when first shown. */
+const STOCK_LIVE_MAX = 90;
+/** Retries of a failed order subscribe (the cart is frozen a moment before its order is
+ * stored, so a tab that learns of the order from the cart may ask too early). */
+const ORDER_SUBSCRIBE_RETRY_MS = [300, 600, 1200, 2000, 3000, 5000];
 const MAX_QTY = 999;
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const TOKEN_KEY = "cw.token";
@@ -117,6 +131,13 @@ const state = {
   names: new Map(),
   /** Available units by sku (undefined: not known yet). */
   stock: new Map(),
+  /** The version of the stock shown, by sku; older ones are ignored. */
+  stockVersion: new Map(),
+  /** Skus whose stock is watched over `/ws`. */
+  stockLive: new Set(),
+  /** Shown skus beyond STOCK_LIVE_MAX: read once, not live. */
+  stockReadOnly: false,
+  /** The socket is down: the stock shown may be out of date. */
   stockStale: false,
   /** Skus with a line command in flight (their controls ignore clicks meanwhile). */
   busy: new Set(),
@@ -124,6 +145,9 @@ const state = {
   inflight: 0,
   /** The order on screen. */
   order: null,
+  /** The order watched over `/ws` (the one on screen, or the cart's while it loads). */
+  orderWatched: null,
+  /** A retry of a failed order subscribe. */
   orderTimer: 0,
   checkingOut: false,
   creatingCart: false,
@@ -134,8 +158,9 @@ const nameOf = (sku) => state.names.get(sku) ?? sku;
 const live = new Live(wsUrl);
 
 // A small hook for the browser tests (and curious people): the live socket, the cart on
-// screen and every version shown, in order.
+// screen and every version shown, in order, and every order state shown, in order.
 const shownVersions = [];
+const shownOrders = [];
 window.__cw = {
   get ws() {
     return live.socket;
@@ -147,6 +172,10 @@ window.__cw = {
     return live.state;
   },
   shownVersions,
+  shownOrders,
+  get stockLive() {
+    return [...state.stockLive];
+  },
 };
 
 function wsUrl() {
@@ -244,43 +273,104 @@ async function loadCatalog() {
   for (const p of items) state.names.set(p.sku, p.name);
   renderCatalog();
   renderCart();
+  syncStock();
 }
 
-let stockRunning = false;
-let stockPausedUntil = 0;
-async function refreshStock() {
-  if (stockRunning || Date.now() < stockPausedUntil) return;
-  stockRunning = true;
-  try {
-    const skus = [...new Set([...state.products.keys(), ...(state.cart?.items ?? []).map((l) => l.sku)])];
-    let failed = 0;
-    const queue = [...skus];
-    const worker = async () => {
-      for (let sku = queue.shift(); sku !== undefined; sku = queue.shift()) {
-        try {
-          const { body } = await rest("GET", `/inventory/${encodeURIComponent(sku)}`, { timeoutMs: 5000 });
-          state.stock.set(sku, Number(body?.available ?? 0));
-        } catch (err) {
-          if (err instanceof ShopError && err.code === "not_found") {
-            state.stock.set(sku, 0);
-          } else {
-            failed++;
-            if (err instanceof ShopError && err.code === "rate_limited") {
-              // The shop asked us to slow down: stop this round and skip a few.
-              queue.length = 0;
-              stockPausedUntil = Date.now() + 5000;
-            }
-          }
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(6, skus.length) }, worker));
-    state.stockStale = failed > 0;
-    renderStock();
-    renderCart();
-  } finally {
-    stockRunning = false;
+/** Every sku the page shows: the cart's lines first, then the catalog. */
+function shownSkus() {
+  return [...new Set([...(state.cart?.items ?? []).map((l) => l.sku), ...state.products.keys()])];
+}
+
+/**
+ * Watches the stock of the skus shown (up to STOCK_LIVE_MAX) and unwatches the others.
+ * The subscribe replies bring the current stock; pushes follow. Skus that cannot be
+ * watched (beyond the limit, or while the socket is down and their stock was never seen)
+ * are read once over REST: never on a timer.
+ */
+function syncStock() {
+  const shown = shownSkus();
+  const wanted = new Set(shown.slice(0, STOCK_LIVE_MAX));
+  for (const sku of state.stockLive) {
+    if (!wanted.has(sku)) {
+      state.stockLive.delete(sku);
+      live.unwatchStock(sku);
+    }
   }
+  for (const sku of wanted) {
+    if (state.stockLive.has(sku)) continue;
+    state.stockLive.add(sku);
+    live.watchStock(sku).catch((err) => onStockError(sku, err));
+  }
+  const extra = shown.slice(STOCK_LIVE_MAX);
+  state.stockReadOnly = extra.length > 0;
+  readStock(extra.filter((sku) => !state.stock.has(sku)));
+  fillUnknownStock();
+}
+
+/** While the socket is down (not merely still connecting): reads once, over REST, the
+ * stock of shown skus that has never been seen, so the page is usable without `/ws`. */
+function fillUnknownStock() {
+  if (live.isOpen || live.state === "connecting") return;
+  readStock(shownSkus().filter((sku) => !state.stock.has(sku)));
+}
+
+/** A stock subscribe that failed. */
+function onStockError(sku, err) {
+  if (!state.stockLive.has(sku)) return;
+  if (err instanceof ShopError && err.code === "disconnected") return; // resubscribed on reconnection
+  if (err instanceof ShopError && err.code === "not_found") {
+    // No such product (any more): nothing can be bought.
+    state.stock.set(sku, 0);
+    renderStockOf(sku);
+    return;
+  }
+  // Refused or unanswered (e.g. rate limited): read it once; the next reconnection
+  // subscribes again.
+  readStock([sku]);
+}
+
+/** Applies a sku's stock (a reply, a push or a REST read) if newer than the one shown. */
+function applyStock(stock) {
+  if (!stock || typeof stock.sku !== "string") return false;
+  const shown = state.stockVersion.get(stock.sku);
+  const version = Number(stock.version ?? 0);
+  if (shown !== undefined && state.stock.has(stock.sku) && !(version > shown)) return false;
+  state.stockVersion.set(stock.sku, version);
+  state.stock.set(stock.sku, Number(stock.available ?? 0));
+  renderStockOf(stock.sku);
+  return true;
+}
+
+/** Re-renders what shows a sku's stock (the cart too when the sku is in it: its warnings). */
+function renderStockOf(sku) {
+  if (state.cart?.items.some((l) => l.sku === sku)) renderCart();
+  else renderStock();
+}
+
+const stockReading = new Set();
+/** One REST read of each sku's stock (a fallback: the socket is the way stock arrives). */
+async function readStock(skus) {
+  const queue = skus.filter((sku) => !stockReading.has(sku));
+  if (!queue.length) return;
+  for (const sku of queue) stockReading.add(sku);
+  const worker = async () => {
+    for (let sku = queue.shift(); sku !== undefined; sku = queue.shift()) {
+      try {
+        const { body } = await rest("GET", `/inventory/${encodeURIComponent(sku)}`, { timeoutMs: 5000 });
+        applyStock({ ...body, sku });
+      } catch (err) {
+        if (err instanceof ShopError && err.code === "not_found" && !state.stock.has(sku)) {
+          state.stock.set(sku, 0);
+          renderStockOf(sku);
+        }
+        // Otherwise the shop did not answer: the stock stays unknown until the socket
+        // is back (its subscribe reply carries it).
+      } finally {
+        stockReading.delete(sku);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(6, queue.length) }, worker));
 }
 
 const productEls = new Map();
@@ -367,8 +457,10 @@ function renderStock() {
     parts.inCart.hidden = !qty;
   }
   $("stock-note").textContent = state.stockStale
-    ? "Stock may be out of date: the shop did not answer. Retrying…"
-    : "Stock refreshes every 2 seconds.";
+    ? "Stock may be out of date while the connection is down; it updates again once we're back."
+    : state.stockReadOnly
+      ? `Stock updates live for the first ${STOCK_LIVE_MAX} products; the others show the stock when they were loaded.`
+      : "Stock updates live.";
   $("stock-note").classList.toggle("warn", state.stockStale);
 }
 
@@ -392,7 +484,7 @@ async function openCart(id) {
   state.cartId = id;
   state.cart = null;
   state.order = null;
-  clearTimeout(state.orderTimer);
+  unfollowOrder();
   rememberCart(id);
   renderCart();
   renderOrder();
@@ -455,9 +547,12 @@ function applyCart(cart, via) {
     announce(`The cart was updated elsewhere: ${describeCart(cart)}.`);
   }
   renderCart(changed);
-  if (cart.status === "CHECKED_OUT" && cart.checkout?.order_id && state.order?.id !== cart.checkout.order_id) {
-    loadOrder(cart.checkout.order_id);
-  }
+  // Checked out (here or elsewhere): follow its order live. While this page's own
+  // checkout is in flight, its answer brings the order first, then it is followed.
+  const orderId = cart.status === "CHECKED_OUT" ? cart.checkout?.order_id : null;
+  if (orderId && state.order?.id !== orderId && !state.checkingOut) followOrder(orderId);
+  // The cart's lines are shown skus too: their stock is watched.
+  syncStock();
   return true;
 }
 
@@ -776,8 +871,8 @@ async function checkout() {
       timeoutMs: 30000,
     });
     store.del(keyName);
+    // Usually still PENDING (202): the pushes of its subscription bring the result.
     showOrder(order, true);
-    refreshStock();
   } catch (err) {
     const retryable = err instanceof ShopError && err.retryable;
     if (!retryable) store.del(keyName);
@@ -792,61 +887,80 @@ async function checkout() {
   } finally {
     state.checkingOut = false;
     renderCart();
+    // Checked out, but the answer did not come (or came for another order): follow the
+    // cart's order anyway.
+    const orderId = state.cart?.checkout?.order_id;
+    if (state.cart?.status === "CHECKED_OUT" && orderId && state.order?.id !== orderId) followOrder(orderId);
   }
 }
 
-async function loadOrder(orderId) {
+/**
+ * Follows order `orderId` live: subscribes to it over `/ws` (again after every
+ * reconnection); the reply and every push go through `showOrder`. While the socket is
+ * down, the order is read once over REST instead (the subscription on reconnection
+ * brings anything newer).
+ */
+function followOrder(orderId) {
+  if (state.orderWatched === orderId) return;
+  unfollowOrder();
+  state.orderWatched = orderId;
+  subscribeOrder(orderId, 0);
+  if (!live.isOpen && state.order?.id !== orderId) readOrder(orderId);
+}
+
+/** Stops following the order (the page no longer shows it). */
+function unfollowOrder() {
+  clearTimeout(state.orderTimer);
+  state.orderTimer = 0;
+  if (state.orderWatched) live.unwatchOrder(state.orderWatched);
+  state.orderWatched = null;
+}
+
+function subscribeOrder(orderId, attempt) {
+  live.watchOrder(orderId).catch((err) => onOrderError(orderId, err, attempt));
+}
+
+/** A failed order subscribe: asks again a few times (not a poll: the pushes, once
+ * subscribed, bring every change). */
+function onOrderError(orderId, err, attempt) {
+  if (state.orderWatched !== orderId) return;
+  if (err instanceof ShopError && err.code === "disconnected") return; // resubscribed on reconnection
+  const again = (err instanceof ShopError && err.code === "not_found") || (err instanceof ShopError && err.retryable);
+  if (again && attempt < ORDER_SUBSCRIBE_RETRY_MS.length) {
+    clearTimeout(state.orderTimer);
+    state.orderTimer = setTimeout(() => {
+      if (state.orderWatched === orderId) subscribeOrder(orderId, attempt + 1);
+    }, ORDER_SUBSCRIBE_RETRY_MS[attempt]);
+  }
+}
+
+/** One REST read of the order (a fallback for when the socket is down). */
+async function readOrder(orderId) {
   try {
     const { body } = await rest("GET", `/orders/${encodeURIComponent(orderId)}`);
-    showOrder(body, false);
-  } catch (err) {
-    // The cart is frozen a moment before the order is stored: look again shortly.
-    if (state.cart?.checkout?.order_id === orderId) {
-      clearTimeout(state.orderTimer);
-      state.orderTimer = setTimeout(() => loadOrder(orderId), err.code === "not_found" ? 300 : 2000);
-    }
+    if (state.orderWatched === orderId) showOrder(body, false);
+  } catch {
+    /* not stored yet, or no answer: the subscription on reconnection brings it */
   }
 }
 
+/** Shows an order if it is newer than the one on screen, and follows it live. */
 function showOrder(order, focus) {
   if (!order || !order.id) return;
   if (state.cart && order.cart_id !== state.cart.id) return;
   const shown = state.order;
   if (shown && shown.id === order.id && shown.version >= order.version) {
-    // Already on screen (the push and the checkout reply both bring it): never go back.
+    // Already on screen (a push, a reply and the checkout answer may all bring it):
+    // never go back.
     if (focus) $("order-title").focus();
     return;
   }
   state.order = order;
+  shownOrders.push({ id: order.id, status: order.status, version: order.version });
   renderOrder(focus);
-  clearTimeout(state.orderTimer);
-  if (!settled(order.status)) {
-    pollOrder(order.id, 0);
-  } else {
-    announce(`${orderHeadline(order.status)}.`);
-    refreshStock();
-  }
-}
-
-function pollOrder(orderId, attempt) {
-  const delay = ORDER_POLL_MS[Math.min(attempt, ORDER_POLL_MS.length - 1)];
-  state.orderTimer = setTimeout(async () => {
-    if (state.order?.id !== orderId) return;
-    try {
-      const { body } = await rest("GET", `/orders/${encodeURIComponent(orderId)}`);
-      if (settled(body.status)) {
-        showOrder(body, false);
-        return;
-      }
-      if (body.version >= (state.order?.version ?? 0)) {
-        state.order = body;
-        renderOrder(false);
-      }
-    } catch {
-      /* keep polling */
-    }
-    if (state.order?.id === orderId) pollOrder(orderId, attempt + 1);
-  }, delay);
+  followOrder(order.id);
+  const changed = !shown || shown.id !== order.id || shown.status !== order.status;
+  if (changed && settled(order.status)) announce(`${orderHeadline(order.status)}.`);
 }
 
 function renderOrder(focus = false) {
@@ -902,8 +1016,8 @@ async function seedDemo() {
       }
       await rest("PUT", `/inventory/${d.sku}`, { body: { on_hand: stock } });
     }
+    // Loading the catalog watches the new skus' stock; the replies bring it.
     await loadCatalog();
-    await refreshStock();
     announce("Demo products added.");
   } catch (err) {
     showError(describeError(err, "seed", nameOf));
@@ -948,12 +1062,31 @@ function start() {
     $("signout").addEventListener("click", signOut);
   }
 
-  live.addEventListener("state", (e) => renderConnection(e.detail));
+  live.addEventListener("state", (e) => {
+    renderConnection(e.detail);
+    if (e.detail === "reconnecting" || e.detail === "offline") {
+      // No pushes until the socket is back (its resubscriptions re-read the stock).
+      state.stockStale = true;
+      renderStock();
+      fillUnknownStock();
+    }
+  });
   live.addEventListener("cart", (e) => applyCart(e.detail.cart, e.detail.via));
-  live.addEventListener("watch-error", (e) => onWatchError(e.detail.cartId, e.detail.err));
+  live.addEventListener("stock", (e) => applyStock(e.detail.stock));
+  live.addEventListener("order", (e) => {
+    if (e.detail.order?.id === state.orderWatched) showOrder(e.detail.order, false);
+  });
+  live.addEventListener("watch-error", (e) => {
+    const { kind, id, err } = e.detail;
+    if (kind === "stock") onStockError(id, err);
+    else if (kind === "order") onOrderError(id, err, 0);
+    else onWatchError(id, err);
+  });
   live.addEventListener("open", () => {
+    // Every watched topic was resubscribed: the stock shown is the current one again.
     clearConnectionError();
-    refreshStock();
+    state.stockStale = false;
+    renderStock();
   });
 
   $("checkout").addEventListener("click", () => {
@@ -992,16 +1125,9 @@ function start() {
       if (state.cart?.status === "CHECKED_OUT") openCart(e.newValue);
     }
   });
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) refreshStock();
-  });
-
   renderConnection(live.state);
   live.start();
-  loadCatalog().then(refreshStock);
-  setInterval(() => {
-    if (!document.hidden) refreshStock();
-  }, STOCK_POLL_MS);
+  loadCatalog();
   setInterval(() => {
     if (!document.hidden) loadCatalog();
   }, CATALOG_POLL_MS);

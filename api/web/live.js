@@ -1,5 +1,6 @@
 // The shop's two channels, both the public v1 contract: REST (`rest`) and the `/ws`
-// WebSocket (`Live`): requests with replies, cart pushes, and reconnection with backoff.
+// WebSocket (`Live`): requests with replies, live cart, order and stock pushes, and
+// reconnection with backoff (resubscribing everything watched).
 
 import { ShopError, errorFromBody } from "./format.js";
 
@@ -53,20 +54,44 @@ export async function rest(method, path, { body, headers = {}, timeoutMs = REQUE
   return { status: res.status, body: parsed };
 }
 
+/** What a socket can watch: its subscribe and unsubscribe ops, the id field they take,
+ * the reply/push field that carries the state, and where a state keeps its id. */
+const KINDS = {
+  cart: { sub: "subscribe", unsub: "unsubscribe", field: "cart_id", body: "cart", idOf: (c) => c.id },
+  order: { sub: "subscribe_order", unsub: "unsubscribe_order", field: "order_id", body: "order", idOf: (o) => o.id },
+  stock: { sub: "subscribe_stock", unsub: "unsubscribe_stock", field: "sku", body: "stock", idOf: (s) => s.sku },
+};
+
 /**
  * The `/ws` connection. Emits:
  * - `state` (detail: "connecting" | "open" | "reconnecting" | "offline"),
- * - `cart` (detail: {cart, via: "push" | "subscribe"}) for every cart it receives,
- * - `open` after every (re)connection, once the watched carts are resubscribed.
+ * - `cart` (detail: {cart, via: "push" | "subscribe"}) for every watched cart it receives,
+ * - `order` (detail: {order, via: "push" | "subscribe"}) for every state of a watched
+ *   order: the subscribe reply, then a push on every change (PENDING → PRODUCT_RESERVED
+ *   → CONFIRMED or FAILED, CANCELLED, …),
+ * - `stock` (detail: {stock: {sku, on_hand, reserved, available, version}, via: "push" |
+ *   "subscribe"}) for a watched sku's stock: the subscribe reply, then pushes (the edge
+ *   sends at most one per sku per second, always the latest),
+ * - `watch-error` (detail: {kind: "cart" | "order" | "stock", id, cartId, err}; `cartId`
+ *   only for carts) when resubscribing a watched topic after a (re)connection fails,
+ * - `open` after every (re)connection, once the watched carts, orders and skus are
+ *   resubscribed.
  *
- * It never applies anything itself: the page keeps the newest version it has shown.
+ * The edge forgets a socket's subscriptions when it closes: everything watched here is
+ * subscribed again on every (re)connection, and each subscribe reply carries the current
+ * state, so what changed while the socket was down shows up then.
+ *
+ * It never applies anything itself: the page keeps the newest version it has shown (the
+ * edge pushes only growing versions per topic on one socket, but a reply, a push and a
+ * REST read can still cross).
  */
 export class Live extends EventTarget {
   #url;
   #ws = null;
   #nextId = 1;
   #pending = new Map();
-  #watched = new Set();
+  /** Watched topics by `${kind}:${id}`: {kind, id}. */
+  #watched = new Map();
   #attempt = 0;
   #timer = 0;
   #state = "connecting";
@@ -102,6 +127,11 @@ export class Live extends EventTarget {
 
   /** Sends `{id, op, ...fields}` and resolves the reply's `cart` (or rejects a ShopError). */
   request(op, fields) {
+    return this.#call(op, fields).then((frame) => frame.cart ?? null);
+  }
+
+  /** Sends `{id, op, ...fields}` and resolves the whole reply frame (or rejects a ShopError). */
+  #call(op, fields) {
     if (!this.isOpen) return Promise.reject(new ShopError("disconnected", "not connected"));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
@@ -120,24 +150,58 @@ export class Live extends EventTarget {
     });
   }
 
-  /** Watches a cart from now on, across reconnections. Resolves the current cart. */
-  async watch(cartId) {
-    this.#watched.add(cartId);
-    if (!this.isOpen) return null; // subscribed on (re)connection
-    return this.#subscribe(cartId);
+  /** Watches a cart from now on, across reconnections. Resolves the current cart (null
+   * while disconnected: it is subscribed on the next connection). */
+  watch(cartId) {
+    return this.#watch("cart", cartId);
   }
 
   unwatch(cartId) {
-    if (!this.#watched.delete(cartId)) return;
-    if (this.isOpen) this.request("unsubscribe", { cart_id: cartId }).catch(() => {});
+    this.#unwatch("cart", cartId);
   }
 
-  async #subscribe(cartId) {
-    const cart = await this.request("subscribe", { cart_id: cartId });
-    if (cart && this.#watched.has(cartId)) {
-      this.dispatchEvent(new CustomEvent("cart", { detail: { cart, via: "subscribe" } }));
+  /** Watches an order from now on, across reconnections (`not_found`: not the caller's,
+   * or not stored yet). Resolves the current order (null while disconnected). Calling it
+   * again for a watched order subscribes again (a retry after a failed subscribe). */
+  watchOrder(orderId) {
+    return this.#watch("order", orderId);
+  }
+
+  unwatchOrder(orderId) {
+    this.#unwatch("order", orderId);
+  }
+
+  /** Watches a sku's stock from now on, across reconnections. Resolves the current stock
+   * (null while disconnected). */
+  watchStock(sku) {
+    return this.#watch("stock", sku);
+  }
+
+  unwatchStock(sku) {
+    this.#unwatch("stock", sku);
+  }
+
+  async #watch(kind, id) {
+    this.#watched.set(`${kind}:${id}`, { kind, id });
+    if (!this.isOpen) return null; // subscribed on (re)connection
+    return this.#subscribe(kind, id);
+  }
+
+  #unwatch(kind, id) {
+    if (!this.#watched.delete(`${kind}:${id}`)) return;
+    const k = KINDS[kind];
+    if (this.isOpen) this.#call(k.unsub, { [k.field]: id }).catch(() => {});
+  }
+
+  async #subscribe(kind, id) {
+    const k = KINDS[kind];
+    const frame = await this.#call(k.sub, { [k.field]: id });
+    const body = frame[k.body] ?? null;
+    // Unwatched meanwhile: the page no longer shows it.
+    if (body && this.#watched.has(`${kind}:${id}`)) {
+      this.dispatchEvent(new CustomEvent(kind, { detail: { [k.body]: body, via: "subscribe" } }));
     }
-    return cart;
+    return body;
   }
 
   #setState(state) {
@@ -161,10 +225,11 @@ export class Live extends EventTarget {
       if (this.#ws !== ws) return;
       this.#attempt = 0;
       this.#setState("open");
-      // Resubscribe everything; each reply carries the current cart, which re-reads it.
-      const subs = [...this.#watched].map((id) =>
-        this.#subscribe(id).catch((err) => {
-          this.dispatchEvent(new CustomEvent("watch-error", { detail: { cartId: id, err } }));
+      // Resubscribe everything; each reply carries the current state, which re-reads it.
+      const subs = [...this.#watched.values()].map(({ kind, id }) =>
+        this.#subscribe(kind, id).catch((err) => {
+          const detail = { kind, id, cartId: kind === "cart" ? id : undefined, err };
+          this.dispatchEvent(new CustomEvent("watch-error", { detail }));
         }),
       );
       Promise.all(subs).then(() => this.dispatchEvent(new Event("open")));
@@ -177,9 +242,12 @@ export class Live extends EventTarget {
       } catch {
         return;
       }
-      if (frame && frame.type === "cart" && frame.cart) {
-        if (this.#watched.has(frame.cart.id)) {
-          this.dispatchEvent(new CustomEvent("cart", { detail: { cart: frame.cart, via: "push" } }));
+      const kind = frame && typeof frame.type === "string" && Object.hasOwn(KINDS, frame.type) ? frame.type : null;
+      if (kind) {
+        const k = KINDS[kind];
+        const body = frame[k.body];
+        if (body && this.#watched.has(`${kind}:${k.idOf(body)}`)) {
+          this.dispatchEvent(new CustomEvent(kind, { detail: { [k.body]: body, via: "push" } }));
         }
         return;
       }
@@ -187,7 +255,7 @@ export class Live extends EventTarget {
       if (!waiter) return;
       this.#pending.delete(frame.id);
       clearTimeout(waiter.timer);
-      if (frame.ok) waiter.resolve(frame.cart ?? null);
+      if (frame.ok) waiter.resolve(frame);
       else waiter.reject(errorFromBody({ error: frame.error }, 0));
     };
     ws.onclose = () => {

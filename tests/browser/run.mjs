@@ -5,7 +5,10 @@
 //
 //   node tests/browser/run.mjs <base-url> <artifact-dir> [open|auth]
 //
-// `open` (the default) runs the shop against an edge with auth off; `auth` against one
+// `open` (the default) runs the shop against an edge with auth off, whose checkouts answer
+// before the saga settles (`CARTWHEEL_CHECKOUT_WAIT_MS=0`) and which declines every
+// payment of DECLINED_USER (`CARTWHEEL_PAYMENT_DECLINE_USERS`): orders turn CONFIRMED or
+// FAILED on screen by push, and stock follows by push; `auth` against one
 // with JWT auth and the demo sign-in on: sign-in first, demo admin and shopper, a cart
 // shared by two tabs of one person and closed to another person, checkout.
 // The server must be running (`tests/browser.rs` starts `cartwheel up` and runs this).
@@ -64,6 +67,9 @@ const MUG = { sku: `BT-MUG-${tag}`, name: "Test mug", price: 1299, stock: 10 };
 const KETTLE = { sku: `BT-KETTLE-${tag}`, name: "Test kettle", price: 4900, stock: 2 };
 const CANDLE = { sku: `BT-CANDLE-${tag}`, name: "Test candle", price: 1650, stock: 5 };
 const LAMP = { sku: `BT-LAMP-${tag}`, name: "Test lamp", price: 8900, stock: 4 };
+/** The edge of the `open` run declines every payment of this user (tests/browser.rs). */
+const DECLINED_USER = "bt-declined-shopper";
+const PENDING = ["PENDING", "PRODUCT_RESERVED"];
 
 async function seed() {
   for (const p of [MUG, KETTLE, CANDLE, LAMP]) {
@@ -85,10 +91,46 @@ async function seed() {
 
 const problems = [];
 
+/**
+ * Records what a page asks and hears: every HTTP request (`requests`: {method, path}) and
+ * every `/ws` frame it receives (`frames`: parsed JSON). Steps look at what was added
+ * after they started.
+ */
+function record(page) {
+  const requests = [];
+  const frames = [];
+  page.on("request", (r) => requests.push({ method: r.method(), path: new URL(r.url()).pathname }));
+  page.on("websocket", (ws) => {
+    ws.on("framereceived", ({ payload }) => {
+      try {
+        frames.push(JSON.parse(String(payload)));
+      } catch {
+        /* not JSON: not ours */
+      }
+    });
+  });
+  return { requests, frames };
+}
+
+/** The REST reads (GETs) a page made since `mark` whose path starts with `prefix`. */
+function readsSince(p, mark, prefix) {
+  return p.requests.slice(mark.requests).filter((r) => r.method === "GET" && r.path.startsWith(prefix));
+}
+
+/** Where a page's records are now (for `readsSince` and `framesSince`). */
+function markOf(p) {
+  return { requests: p.requests.length, frames: p.frames.length };
+}
+
+function framesSince(p, mark) {
+  return p.frames.slice(mark.frames);
+}
+
 async function newPage(browser, name, options = {}) {
   const context = await browser.newContext({ locale: "en-US", viewport: { width: 1280, height: 860 }, ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(5000);
+  const { requests, frames } = record(page);
   await page.addInitScript(() => {
     window.__cspViolations = [];
     document.addEventListener("securitypolicyviolation", (e) => {
@@ -100,7 +142,7 @@ async function newPage(browser, name, options = {}) {
     const text = msg.text();
     if (/Content Security Policy|Refused to/i.test(text)) problems.push(`${name}: ${text}`);
   });
-  return { context, page, name };
+  return { context, page, name, requests, frames };
 }
 
 const line = (sku) => `#lines li.line[data-sku="${sku}"]`;
@@ -207,7 +249,8 @@ async function main() {
     shopperCart = cartIdOf(one.page.url());
     assert(shopperCart, `no cart id in ${one.page.url()}`);
     // The same person's second tab: same browser profile, so the same token.
-    two = { context: one.context, page: await one.context.newPage(), name: "page 2" };
+    const tab = await one.context.newPage();
+    two = { context: one.context, page: tab, name: "page 2", ...record(tab) };
     two.page.setDefaultTimeout(5000);
     two.page.on("pageerror", (e) => problems.push(`page 2: uncaught ${e.message}`));
     await two.page.goto(`${base}/#cart=${shopperCart}`);
@@ -253,8 +296,10 @@ async function main() {
     await shot(first.page, "desktop-empty.png", false);
     await first.page.click("#seed");
     await first.page.waitForSelector("#products li.product >> nth=5", { timeout: 10000 });
-    await first.page.waitForFunction(() =>
-      [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+    await first.page.waitForFunction(
+      () => [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+      undefined,
+      { timeout: 10000 },
     );
     assert(await first.page.isHidden("#empty-catalog"), "the empty-catalog note stays after seeding");
     await shot(first.page, "desktop-demo.png", false);
@@ -274,9 +319,10 @@ async function main() {
     await one.page.waitForSelector(card(MUG.sku));
     const price = await one.page.textContent(`${card(MUG.sku)} .price`);
     assert(price === "€12.99", `mug price shown as ${JSON.stringify(price)}`);
-    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="10"]`);
-    // Each sku's stock arrives on its own: wait for the kettle's too before reading it.
-    await one.page.waitForSelector(`${card(KETTLE.sku)} .stock[data-available="2"]`);
+    // Each sku's stock arrives on its own (its subscribe reply): wait for the kettle's too
+    // before reading it.
+    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="10"]`, { timeout: 10000 });
+    await one.page.waitForSelector(`${card(KETTLE.sku)} .stock[data-available="2"]`, { timeout: 10000 });
     const stock = await one.page.textContent(`${card(KETTLE.sku)} .stock`);
     assert(/Only 2 left/.test(stock), `kettle stock shown as ${JSON.stringify(stock)}`);
     await waitLive(one.page);
@@ -329,8 +375,10 @@ async function main() {
   });
 
   step("screenshots: desktop and phone width (360×740)", async () => {
-    await one.page.waitForFunction(() =>
-      [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+    await one.page.waitForFunction(
+      () => [...document.querySelectorAll("#products .stock")].every((el) => el.dataset.available !== ""),
+      undefined,
+      { timeout: 10000 },
     );
     await shot(one.page, "desktop.png");
     phone = await newPage(browser, "phone", {
@@ -342,10 +390,14 @@ async function main() {
     await phone.page.goto(one.page.url());
     await waitLive(phone.page);
     await waitQty(phone.page, CANDLE.sku, 1);
-    await phone.page.waitForFunction(() => {
-      const stock = [...document.querySelectorAll("#products .stock")];
-      return stock.length > 0 && stock.every((el) => el.dataset.available !== "");
-    });
+    await phone.page.waitForFunction(
+      () => {
+        const stock = [...document.querySelectorAll("#products .stock")];
+        return stock.length > 0 && stock.every((el) => el.dataset.available !== "");
+      },
+      undefined,
+      { timeout: 10000 },
+    );
     const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
     assert(overflow <= 0, `the page is ${overflow}px wider than a 360px screen`);
     await shot(phone.page, "phone.png", false);
@@ -354,19 +406,26 @@ async function main() {
     phone = null;
   });
 
-  step("stock on the page follows purchases made elsewhere (polling)", async () => {
-    // Someone else buys 2 candles over REST.
+  step("stock on the page follows purchases made elsewhere by push (no REST stock reads)", async () => {
+    await one.page.waitForFunction((sku) => window.__cw.stockLive.includes(sku), CANDLE.sku, { timeout: 10000 });
+    const mark = markOf(one);
+    // Someone else buys 2 candles over REST (this edge answers checkouts at once).
     const other = await api("POST", "/carts", { user_id: `other-${tag}` });
     await api("POST", `/carts/${other.id}/items`, { sku: CANDLE.sku, qty: 2 });
-    let order = await api("POST", `/carts/${other.id}/checkout`, undefined, { "Idempotency-Key": `other-${tag}` });
-    for (let i = 0; i < 50 && ["PENDING", "PRODUCT_RESERVED"].includes(order.status); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      order = await api("GET", `/orders/${order.id}`);
-    }
-    assert(order.status === "CONFIRMED", `other shopper's order: ${order.status}`);
+    const order = await api("POST", `/carts/${other.id}/checkout`, undefined, { "Idempotency-Key": `other-${tag}` });
+    assert(!["FAILED", "CANCELLED"].includes(order.status), `other shopper's order: ${order.status}`);
     const t0 = performance.now();
-    await one.page.waitForSelector(`${card(CANDLE.sku)} .stock[data-available="3"]`, { timeout: 6000 });
+    // Reserving the candles already lowers what is available: no need to wait for more.
+    await one.page.waitForSelector(`${card(CANDLE.sku)} .stock[data-available="3"]`, { timeout: 15000 });
     log(`  stock change seen after ${Math.round(performance.now() - t0)} ms`);
+    const pushed = framesSince(one, mark).some(
+      (f) => f.type === "stock" && f.stock?.sku === CANDLE.sku && f.stock.available === 3,
+    );
+    assert(pushed, "the candle's new stock did not arrive as a stock push on the socket");
+    const reads = readsSince(one, mark, "/inventory/");
+    assert(reads.length === 0, `the page read stock over REST: ${reads.map((r) => r.path).join(", ")}`);
+    const text = await one.page.textContent("#stock-note");
+    assert(text === "Stock updates live.", `stock note: ${JSON.stringify(text)}`);
   });
 
   step("a dropped socket shows 'Reconnecting…' and recovers by itself", async () => {
@@ -386,6 +445,9 @@ async function main() {
     await two.page.evaluate(() => window.__cw.ws?.close());
     await two.page.waitForSelector('#conn[data-state="offline"], #conn[data-state="reconnecting"]', { timeout: 2000 });
     assert(await two.page.isVisible("#banner"), "no reconnecting banner while offline");
+    // No pushes without the socket: the page says its stock may be stale.
+    const staleNote = await two.page.textContent("#stock-note");
+    assert(/out of date/.test(staleNote), `stock note while offline: ${JSON.stringify(staleNote)}`);
     await shot(two.page, "reconnecting.png", false);
     // Page 1 removes the lamp while page 2 cannot hear it.
     await one.page.click(`${line(LAMP.sku)} button.remove`);
@@ -393,7 +455,11 @@ async function main() {
     await two.page.waitForTimeout(300);
     await two.context.setOffline(false);
     await waitLive(two.page);
-    await waitQty(two.page, LAMP.sku, 0, 5000);
+    await waitQty(two.page, LAMP.sku, 0, 10000);
+    // Resubscribed: the stock is live again.
+    await two.page.waitForFunction(() => document.getElementById("stock-note").textContent === "Stock updates live.", undefined, {
+      timeout: 10000,
+    });
     const [v1, v2] = await Promise.all([one.page, two.page].map((p) => p.evaluate(() => window.__cw.cart.version)));
     assert(v1 === v2, `page 1 shows version ${v1}, page 2 version ${v2}`);
   });
@@ -408,16 +474,36 @@ async function main() {
     await one.page.click("#notice-close");
   });
 
-  step("checkout shows CONFIRMED on both pages, and stock drops", async () => {
+  step("a pending order turns CONFIRMED on both pages by push (no polling), and stock drops", async () => {
+    const marks = [markOf(one), markOf(two)];
+    const answer = one.page.waitForResponse(
+      (r) => r.request().method() === "POST" && /\/checkout$/.test(new URL(r.url()).pathname),
+      { timeout: 15000 },
+    );
     await one.page.click("#checkout");
-    await one.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 10000 });
+    const res = await answer;
+    const placed = await res.json();
+    // This edge answers before the saga settles: the page gets a pending order.
+    assert(res.status() === 202 && PENDING.includes(placed.status), `checkout answered ${res.status()} ${placed.status}`);
+    await one.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 15000 });
     const title = await one.page.textContent("#order-title");
     assert(title === "Order confirmed", `title: ${title}`);
     const detail = await one.page.textContent("#order-detail");
     assert(/confirmed/.test(detail) && detail.includes("€42.48"), `detail: ${detail}`);
-    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 3000 });
+    await two.page.waitForSelector('#order[data-status="CONFIRMED"]', { timeout: 15000 });
     assert(await two.page.isHidden("#checkout"), "page 2 still offers checkout of a checked-out cart");
-    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="8"]`, { timeout: 3000 });
+    const shown = await one.page.evaluate(() => window.__cw.shownOrders);
+    const mine = shown.filter((o) => o.id === placed.id).map((o) => o.status);
+    assert(PENDING.includes(mine[0]) && mine.at(-1) === "CONFIRMED", `page 1 showed ${mine.join(" → ")}`);
+    log(`  page 1 showed ${mine.join(" → ")}`);
+    for (const [i, p] of [one, two].entries()) {
+      const reads = readsSince(p, marks[i], "/orders/");
+      assert(reads.length === 0, `${p.name} read the order over REST: ${reads.map((r) => r.path).join(", ")}`);
+      const heard = framesSince(p, marks[i]).some((f) => f.order?.id === placed.id && f.order.status === "CONFIRMED");
+      assert(heard, `${p.name} did not hear the CONFIRMED order on its socket`);
+    }
+    await one.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="8"]`, { timeout: 15000 });
+    assert(readsSince(one, marks[0], "/inventory/").length === 0, "page 1 read stock over REST");
     await shot(one.page, "desktop-confirmed.png");
   });
 
@@ -443,6 +529,61 @@ async function main() {
     const panel = await one.page.textContent("#cart");
     assert(!/[{}]|insufficient_stock|"code"/.test(panel), `raw error text in the cart: ${panel}`);
     await shot(one.page, "desktop-oversell.png");
+  });
+
+  step("a pending order turns FAILED on screen by push (no polling) when the payment is declined", async () => {
+    const declined = await newPage(browser, "declined shopper");
+    phone = declined; // its screenshot is taken if this step fails
+    // This person's payments are declined by the edge of this run.
+    await declined.page.addInitScript((user) => localStorage.setItem("cw.user", user), DECLINED_USER);
+    await declined.page.goto(base + "/");
+    await waitLive(declined.page);
+    await declined.page.waitForSelector('#cart[data-version="1"]', { timeout: 10000 });
+    assert((await declined.page.textContent("#user")) === DECLINED_USER, "the page did not take the user id");
+    const before = await api("GET", `/inventory/${MUG.sku}`);
+    await declined.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="${before.available}"]`, {
+      timeout: 10000,
+    });
+    await declined.page.click(`${card(MUG.sku)} button.add`);
+    await waitQty(declined.page, MUG.sku, 1, 10000);
+    const mark = markOf(declined);
+    const answer = declined.page.waitForResponse(
+      (r) => r.request().method() === "POST" && /\/checkout$/.test(new URL(r.url()).pathname),
+      { timeout: 15000 },
+    );
+    await declined.page.click("#checkout");
+    const res = await answer;
+    const placed = await res.json();
+    assert(res.status() === 202 && PENDING.includes(placed.status), `checkout answered ${res.status()} ${placed.status}`);
+    await declined.page.waitForSelector('#order[data-status="FAILED"]', { timeout: 15000 });
+    const title = await declined.page.textContent("#order-title");
+    assert(title === "Order failed", `title: ${title}`);
+    const detail = await declined.page.textContent("#order-detail");
+    assert(
+      detail === "The payment was declined. Nothing was charged and no stock was held.",
+      `failure shown as ${JSON.stringify(detail)}`,
+    );
+    assert(await declined.page.isVisible("#retry-items"), "no way to try the same items again");
+    const shown = await declined.page.evaluate(() => window.__cw.shownOrders);
+    const mine = shown.filter((o) => o.id === placed.id).map((o) => o.status);
+    assert(PENDING.includes(mine[0]) && mine.at(-1) === "FAILED", `the page showed ${mine.join(" → ")}`);
+    log(`  the page showed ${mine.join(" → ")}`);
+    // The saga releases the reserved mug: the stock shown ends where it was (by push; the
+    // edge may coalesce the reserve and the release into one).
+    await declined.page.waitForSelector(`${card(MUG.sku)} .stock[data-available="${before.available}"]`, {
+      timeout: 15000,
+    });
+    const heard = framesSince(declined, mark).some((f) => f.order?.id === placed.id && f.order.status === "FAILED");
+    assert(heard, "the FAILED order did not arrive on the socket");
+    const orderReads = readsSince(declined, mark, "/orders/");
+    assert(orderReads.length === 0, `the page read the order over REST: ${orderReads.map((r) => r.path).join(", ")}`);
+    const stockReads = readsSince(declined, mark, "/inventory/");
+    assert(stockReads.length === 0, `the page read stock over REST: ${stockReads.map((r) => r.path).join(", ")}`);
+    await shot(declined.page, "desktop-declined.png");
+    const csp = await declined.page.evaluate(() => window.__cspViolations);
+    problems.push(...csp.map((v) => `${declined.name}: CSP violation ${v}`));
+    await declined.context.close();
+    phone = null;
   });
 
   step("versions shown only ever grew, and nothing broke the page", async () => {
