@@ -211,7 +211,10 @@ async fn signed_deliveries_retries_dead_letters_retry_replay_and_410() -> anyhow
     let started = time_now();
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
-    let _node = Proc::node(&nats.url(), dir.path().join("node.log"), NODE_ENV).await?;
+    let metrics = format!("127.0.0.1:{}", cartwheel_testkit::free_port());
+    let mut env = NODE_ENV.to_vec();
+    env.push(("CARTWHEEL_METRICS_ADDR", &metrics));
+    let _node = Proc::node(&nats.url(), dir.path().join("node.log"), &env).await?;
     let edge = Proc::edge(&nats.url(), dir.path().join("edge.log")).await?;
     edge.wait_ready().await?;
     let api = edge.api();
@@ -458,6 +461,19 @@ async fn signed_deliveries_retries_dead_letters_retry_replay_and_410() -> anyhow
         .unwrap();
     verify(&secret, &test);
     verify(&new_secret, &test);
+
+    // The node counts what happened.
+    let text = common::scrape(&format!("http://{metrics}/metrics")).await?;
+    for series in [
+        "cartwheel_webhook_attempts_total{outcome=\"delivered\"}",
+        "cartwheel_webhook_attempts_total{outcome=\"failed\"}",
+        "cartwheel_webhook_attempts_total{outcome=\"gone\"}",
+        "cartwheel_webhook_dead_letters_total",
+        "cartwheel_webhook_endpoints_disabled_total",
+        "cartwheel_webhook_retries_pending",
+    ] {
+        assert!(text.contains(series), "no {series} in the node's metrics");
+    }
 
     // Removing an endpoint ends its deliveries.
     let hang_id = hang["id"].as_str().unwrap();

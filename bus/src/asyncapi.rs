@@ -10,7 +10,7 @@
 use crate::cluster::{ClusterStatus, Location};
 use crate::messages::{
     CartCommand, CatalogQuery, CheckoutReply, ClusterStatusQuery, InventoryCommand, LocateQuery,
-    OrderCommand, OrdersQuery, Page,
+    OrderCommand, OrdersQuery, Page, WebhookCommand,
 };
 use crate::names::{EVENT_KINDS, EntityKind, Names};
 use crate::{ApiError, headers};
@@ -264,6 +264,113 @@ pub fn document(names: &Names, version: &str) -> Value {
         );
     }
 
+    // Webhooks: the admin subject, dead letters, system events, and what endpoints get.
+    let command = schema_of::<WebhookCommand>(&mut schemas);
+    let endpoint = schema_of::<cartwheel_domain::webhook::Endpoint>(&mut schemas);
+    let delivery = schema_of::<cartwheel_domain::webhook::Delivery>(&mut schemas);
+    messages.insert(
+        "WebhookCommand".into(),
+        message(
+            "WebhookCommand",
+            "a webhook admin command (any node answers)",
+            command,
+        ),
+    );
+    messages.insert(
+        "WebhookReply".into(),
+        message(
+            "WebhookReply",
+            "`{\"Ok\": …}` (an Endpoint, a list of them, a Delivery, a list of them, a Replay or nothing, as the command says) or `{\"Err\": ApiError}`",
+            json!({"type": "object", "properties": {"Ok": {"description": "the command's answer", "oneOf": [endpoint, delivery]}}}),
+        ),
+    );
+    messages.insert(
+        "DeadLetter".into(),
+        json!({
+            "name": "DeadLetter",
+            "summary": "a delivery whose retries are exhausted, with its attempts and reason (JSON)",
+            "contentType": "application/json",
+            "payload": delivery,
+        }),
+    );
+    let payload = json!({"type": "object", "required": ["type", "timestamp", "data"], "properties": {
+        "type": {"type": "string", "enum": cartwheel_domain::webhook::EVENT_TYPES},
+        "timestamp": {"type": "string", "format": "date-time", "description": "when the event entered the log"},
+        "data": {"type": "object", "description": "the event's fields: the entity after the change ({\"order\": …}, {\"cart\": …}, {\"inventory\": …}, {\"product\": …}) and `from` / `old_price` where the event has them; for endpoint.disabled {endpoint_id, url, reason}"},
+    }});
+    messages.insert(
+        "WebhookPayload".into(),
+        json!({
+            "name": "WebhookPayload",
+            "summary": "what an endpoint receives: an HTTP POST signed as Standard Webhooks v1 says",
+            "contentType": "application/json",
+            "headers": {"type": "object", "properties": {
+                "webhook-id": {"type": "string", "description": "the event's identity, the same on every retry and replay"},
+                "webhook-timestamp": {"type": "string", "description": "seconds since the epoch, of this attempt"},
+                "webhook-signature": {"type": "string", "description": "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>, one per current secret, space-separated"},
+            }},
+            "payload": payload.clone(),
+        }),
+    );
+    channels.insert(
+        "webhookAdmin".into(),
+        json!({
+            "address": names.webhook_admin(),
+            "description": format!("Webhook administration, answered by any node (queue group `{}`); the edge serves it as /webhooks.", names.webhook_queue_group()),
+            "messages": {"WebhookCommand": {"$ref": "#/components/messages/WebhookCommand"}},
+        }),
+    );
+    channels.insert(
+        "webhookAdminReplies".into(),
+        json!({
+            "address": null,
+            "description": "the requester's inbox",
+            "messages": {"WebhookReply": {"$ref": "#/components/messages/WebhookReply"}},
+        }),
+    );
+    operations.insert(
+        "webhookAdmin".into(),
+        json!({
+            "action": "receive",
+            "channel": {"$ref": "#/channels/webhookAdmin"},
+            "reply": {"channel": {"$ref": "#/channels/webhookAdminReplies"}},
+        }),
+    );
+    channels.insert(
+        "webhookDeadLetters".into(),
+        json!({
+            "address": names.webhook_dead("{endpoint}"),
+            "description": format!("Dead-lettered deliveries of one endpoint, in JetStream stream `{}`.", names.webhook_dead_stream()),
+            "parameters": {"endpoint": {"description": "endpoint id"}},
+            "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+        }),
+    );
+    channels.insert(
+        "webhookSystemEvents".into(),
+        json!({
+            "address": names.webhook_event("{endpoint}"),
+            "description": format!("Webhook system events (endpoint.disabled) as their whole webhook payload (JSON), in JetStream stream `{}`; delivered to endpoints that ask for them.", names.webhook_events_stream()),
+            "parameters": {"endpoint": {"description": "endpoint id"}},
+            "messages": {"WebhookPayload": {"$ref": "#/components/messages/WebhookPayload"}},
+        }),
+    );
+    channels.insert(
+        "webhookDeliveries".into(),
+        json!({
+            "address": null,
+            "description": "Not a NATS subject: the HTTP POST each registered endpoint receives, one per event its filter accepts, at least once, in order per entity.",
+            "messages": {"WebhookPayload": {"$ref": "#/components/messages/WebhookPayload"}},
+        }),
+    );
+    operations.insert(
+        "webhookDeliveries".into(),
+        json!({
+            "action": "send",
+            "summary": "signed deliveries to webhook endpoints, from the event log",
+            "channel": {"$ref": "#/channels/webhookDeliveries"},
+        }),
+    );
+
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -305,6 +412,8 @@ mod tests {
         assert!(channels.contains_key("cartCommands"));
         assert!(channels.contains_key("catalogQuery"));
         assert!(channels.contains_key("productEvents"));
+        assert!(channels.contains_key("webhookAdmin"));
+        assert!(channels.contains_key("webhookDeliveries"));
         assert_eq!(channels["cartLive"]["address"], "cw.live.cart.{id}");
         assert_eq!(
             channels["cartCommands"]["address"],

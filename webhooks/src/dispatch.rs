@@ -34,10 +34,10 @@ const SOURCES: [&str; 5] = ["cart", "order", "inventory", "product", "webhook"];
 
 /// How long a message may go without an ack or a progress ack before JetStream
 /// redelivers it (to this owner, or after a crash to the next).
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How often held messages get a progress ack.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// Messages of one endpoint's consumer not yet acknowledged, at most.
 const MAX_ACK_PENDING: i64 = 1000;
@@ -223,6 +223,13 @@ struct Dispatcher {
     /// Every message held, by (source, stream sequence): for progress acks and to drop
     /// a redelivered copy of one still held.
     held: Mutex<HashMap<(&'static str, u64), Message>>,
+    /// Sources whose consumer had messages out with an earlier owner when this one
+    /// started: their lanes are parked until those come back (see [`read_source`]).
+    gated: Mutex<HashSet<&'static str>>,
+    /// Lanes waiting for their source's gate to open, with their source.
+    parked: Mutex<HashMap<String, &'static str>>,
+    /// The lanes' and replays' tasks.
+    workers: TaskTracker,
 }
 
 /// What became of a message.
@@ -247,9 +254,12 @@ async fn dispatch(deps: Arc<Deps>, endpoint: watch::Receiver<Endpoint>, stop: Ca
         in_flight: Semaphore::new(max),
         lanes: Mutex::default(),
         held: Mutex::default(),
+        gated: Mutex::default(),
+        parked: Mutex::default(),
+        workers: TaskTracker::new(),
     });
     let (tx, mut rx) = mpsc::channel::<(&'static str, Message)>(256);
-    let workers = TaskTracker::new();
+    let workers = d.workers.clone();
     for source in SOURCES {
         workers.spawn(read_source(d.clone(), source, tx.clone()));
     }
@@ -301,9 +311,24 @@ async fn read_source(
 ) {
     let ep = d.endpoint.borrow().clone();
     let name = Names::webhook_consumer(&ep.id, source);
+    let mut first = true;
     while !d.stop.is_cancelled() {
         let result = async {
-            let consumer = consumer_for(&d.deps, source, &name, ep.created_at).await?;
+            let mut consumer = consumer_for(&d.deps, source, &name, ep.created_at).await?;
+            // Messages an earlier owner had out (it died, or is handing over) come back
+            // only after their ack wait, while newer ones come at once: hold every lane
+            // of this source until they are back, so each entity stays in order.
+            let mut gate = if first && consumer.cached_info().num_ack_pending > 0 {
+                lock(&d.gated).insert(source);
+                tracing::info!(endpoint = %ep.id, %source,
+                    waiting_for = consumer.cached_info().num_ack_pending,
+                    "webhook consumer: waiting for an earlier owner's messages before delivering");
+                Some(Instant::now())
+            } else {
+                None
+            };
+            first = false;
+            let mut check = tokio::time::interval(Duration::from_millis(500));
             let mut messages = consumer
                 .messages()
                 .await
@@ -311,6 +336,16 @@ async fn read_source(
             loop {
                 let next = tokio::select! {
                     () = d.stop.cancelled() => return Ok(()),
+                    _ = check.tick(), if gate.is_some() => {
+                        let pending = consumer.info().await.map(|i| i.num_ack_pending).unwrap_or(usize::MAX);
+                        let held = lock(&d.held).keys().filter(|(s, _)| *s == source).count();
+                        let waited = gate.map_or(Duration::ZERO, |g| g.elapsed());
+                        if held >= pending || waited > ACK_WAIT * 3 {
+                            gate = None;
+                            open_gate(&d, source);
+                        }
+                        continue;
+                    }
                     next = messages.next() => next,
                 };
                 match next {
@@ -327,6 +362,9 @@ async fn read_source(
             }
         }
         .await;
+        if lock(&d.gated).contains(source) {
+            open_gate(&d, source);
+        }
         if let Err(e) = result {
             tracing::debug!(endpoint = %ep.id, %source, error = %e, "webhook consumer: trying again");
         }
@@ -369,7 +407,34 @@ async fn consumer_for(
         .map_err(|e| WebhookError::Nats(format!("consumer {name}: {e}")))
 }
 
-/// Puts a message in its lane, starting the lane's worker if it has none.
+/// Opens a source's gate: its parked lanes, sorted by stream sequence, get workers.
+fn open_gate(d: &Arc<Dispatcher>, source: &'static str) {
+    lock(&d.gated).remove(source);
+    let parked: Vec<String> = {
+        let mut all = lock(&d.parked);
+        let mine: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| **s == source)
+            .map(|(l, _)| l.clone())
+            .collect();
+        for l in &mine {
+            all.remove(l);
+        }
+        mine
+    };
+    let mut lanes = lock(&d.lanes);
+    for lane in parked {
+        if let Some(queue) = lanes.get_mut(&lane) {
+            queue
+                .make_contiguous()
+                .sort_by_key(|(_, m)| m.info().map(|i| i.stream_sequence).unwrap_or(0));
+            d.workers.spawn(work_lane(d.clone(), lane));
+        }
+    }
+}
+
+/// Puts a message in its lane, starting the lane's worker if it has none (parking the
+/// lane while its source's gate is shut).
 fn enqueue(d: &Arc<Dispatcher>, workers: &TaskTracker, source: &'static str, msg: Message) {
     let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
         return;
@@ -383,12 +448,17 @@ fn enqueue(d: &Arc<Dispatcher>, workers: &TaskTracker, source: &'static str, msg
         held.insert((source, seq), msg.clone());
     }
     let lane = msg.subject.to_string();
+    let gated = lock(&d.gated).contains(source);
     let mut lanes = lock(&d.lanes);
     match lanes.get_mut(&lane) {
         Some(queue) => queue.push_back((source, msg)),
         None => {
             lanes.insert(lane.clone(), VecDeque::from([(source, msg)]));
-            workers.spawn(work_lane(d.clone(), lane));
+            if gated {
+                lock(&d.parked).insert(lane, source);
+            } else {
+                workers.spawn(work_lane(d.clone(), lane));
+            }
         }
     }
 }
