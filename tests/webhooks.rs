@@ -475,6 +475,14 @@ async fn signed_deliveries_retries_dead_letters_retry_replay_and_410() -> anyhow
         assert!(text.contains(series), "no {series} in the node's metrics");
     }
 
+    // A timeout is a failure like any other: the hanging endpoint got its retry, under
+    // the same webhook-id, at least the 2-s timeout and the 200-ms delay after the first.
+    let hung = rx
+        .until("hang", "a retry after a timeout", |g| g.len() >= 2)
+        .await?;
+    assert_eq!(hung[1].id(), hung[0].id());
+    assert!(hung[1].at - hung[0].at >= Duration::from_millis(2000));
+
     // Removing an endpoint ends its deliveries.
     let hang_id = hang["id"].as_str().unwrap();
     let (s, _) = api.delete(&format!("/webhooks/{hang_id}")).await?;
