@@ -349,19 +349,10 @@ impl Ws {
 
     /// Waits until a cart push with at least `version` for `cart_id` arrived; returns it.
     pub async fn push_at_least(&mut self, cart_id: &str, version: u64) -> anyhow::Result<Value> {
-        loop {
-            if let Some(p) = self.pushes.iter().find(|p| {
-                p["cart"]["id"] == cart_id && p["cart"]["version"].as_u64().unwrap_or(0) >= version
-            }) {
-                return Ok(p.clone());
-            }
-            let f = self.next_frame().await?;
-            if f.get("type").is_some() {
-                self.pushes.push(f);
-            } else {
-                self.replies.push(f);
-            }
-        }
+        self.push_where(|p| {
+            p["cart"]["id"] == cart_id && p["cart"]["version"].as_u64().unwrap_or(0) >= version
+        })
+        .await
     }
 
     /// Waits until a push for which `found` holds arrived; returns it.

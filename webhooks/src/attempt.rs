@@ -146,17 +146,8 @@ async fn post(
         .trim_end_matches(']')
         .to_owned();
     let https = parsed.scheme() == "https";
-    let port = parsed
-        .port_or_known_default()
-        .unwrap_or(if https { 443 } else { 80 });
-    let addrs: Vec<std::net::SocketAddr> = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare.as_str(), port))
-            .await
-            .map_err(|e| format!("{host} does not resolve: {e}"))?
-            .collect(),
-    };
-    let allowed: Vec<_> = addrs
+    let allowed: Vec<_> = ssrf::addresses(&parsed)
+        .await?
         .into_iter()
         .filter(|a| ssrf::allowed(a.ip(), &http.allow))
         .collect();

@@ -552,9 +552,7 @@ fn events_of(source: &str, msg: &Message) -> Vec<(String, String, Value)> {
 async fn handle(d: &Arc<Dispatcher>, source: &str, msg: &Message, replay: Option<&str>) -> Verdict {
     let published = msg
         .info()
-        .map(|i| {
-            Timestamp(i64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
-        })
+        .map(|i| published_at(&i))
         .unwrap_or_else(|_| attempt::now());
     for (webhook_id, ty, data) in events_of(source, msg) {
         if !d.endpoint.borrow().accepts(&ty) {
@@ -769,6 +767,11 @@ async fn deliver(
     }
 }
 
+/// When a message entered its stream.
+fn published_at(info: &async_nats::jetstream::message::Info<'_>) -> Timestamp {
+    Timestamp(i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -844,13 +847,10 @@ async fn replay(d: Arc<Dispatcher>, r: Replay) {
             let mut past_end = false;
             while let Some(Ok(msg)) = batch.next().await {
                 got += 1;
-                let Ok((seq, published, pending)) = msg.info().map(|i| {
-                    (
-                        i.stream_sequence,
-                        i64::try_from(i.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
-                        i.pending,
-                    )
-                }) else {
+                let Ok((seq, published, pending)) = msg
+                    .info()
+                    .map(|i| (i.stream_sequence, published_at(&i).millis(), i.pending))
+                else {
                     continue;
                 };
                 if published > r.until.millis() {

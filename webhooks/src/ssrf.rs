@@ -12,7 +12,7 @@
 
 use crate::error::WebhookError;
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Whether `ip` is a public unicast address.
 pub fn is_public(ip: IpAddr) -> bool {
@@ -111,27 +111,40 @@ pub fn parse_url(url: &str) -> Result<url::Url, WebhookError> {
     Ok(parsed)
 }
 
+/// Every address `url`'s host stands for now, on its port: the host itself when it is
+/// an address (a literal is never resolved), else what the system resolver answers.
+/// Errors say the host does not resolve.
+pub async fn addresses(url: &url::Url) -> Result<Vec<SocketAddr>, String> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if url.scheme() == "https" { 443 } else { 80 });
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let found: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("{host} does not resolve: {e}"))?
+            .collect(),
+    };
+    if found.is_empty() {
+        return Err(format!("{host} does not resolve"));
+    }
+    Ok(found)
+}
+
 /// Checks a URL for registration: its shape, and every address its host resolves to now.
 pub async fn check_url(url: &str, allow: &[IpNet]) -> Result<url::Url, WebhookError> {
     let parsed = parse_url(url)?;
-    let host = parsed.host_str().unwrap_or_default().to_owned();
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| WebhookError::invalid("url", format!("{host} does not resolve: {e}")))?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(WebhookError::invalid(
-            "url",
-            format!("{host} does not resolve"),
-        ));
-    }
-    if let Some(ip) = addrs.iter().find(|ip| !allowed(**ip, allow)) {
+    let addrs = addresses(&parsed)
+        .await
+        .map_err(|e| WebhookError::invalid("url", e))?;
+    if let Some(ip) = addrs
+        .iter()
+        .map(SocketAddr::ip)
+        .find(|ip| !allowed(*ip, allow))
+    {
+        let host = parsed.host_str().unwrap_or_default();
         return Err(WebhookError::invalid(
             "url",
             format!(
