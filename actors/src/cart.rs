@@ -1,7 +1,7 @@
 //! The cart behaviour: lines priced from the catalog, checkout that places an order.
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg, Origin};
+use crate::entity::{Behavior, Me, Origin};
 use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
@@ -9,7 +9,7 @@ use cartwheel_bus::messages::{CartCommand, CheckoutReply, OrderCommand, Reply};
 use cartwheel_bus::names::EntityKind;
 use cartwheel_domain::{Cart, DomainError, ErrorCode, Event, Order, validate};
 use cartwheel_storage::{Applied, StoreError, Versioned};
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, RpcReplyPort};
 
 /// Namespace of order ids derived from `(cart id, idempotency key)`.
 const ORDER_ID_NAMESPACE: uuid::Uuid =
@@ -257,7 +257,7 @@ impl Behavior for CartBehavior {
         })
     }
 
-    async fn activated(ctx: &Ctx, _me: &ActorRef<EntityMsg<Self>>, state: &mut CartState) {
+    async fn activated(ctx: &Ctx, _me: &Me<Self>, state: &mut CartState) {
         if let Some(v) = &mut state.current {
             publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
@@ -265,7 +265,7 @@ impl Behavior for CartBehavior {
 
     async fn handle(
         ctx: &Ctx,
-        _me: &ActorRef<EntityMsg<Self>>,
+        _me: &Me<Self>,
         id: &str,
         state: &mut CartState,
         cmd: CartCommand,
@@ -295,7 +295,7 @@ impl Behavior for CartBehavior {
 
     async fn internal(
         _ctx: &Ctx,
-        _me: &ActorRef<EntityMsg<Self>>,
+        _me: &Me<Self>,
         _id: &str,
         _state: &mut CartState,
         _msg: (),

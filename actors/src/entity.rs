@@ -1,32 +1,36 @@
-//! The generic entity actor: one per live cart, order or sku.
+//! The behaviour of an entity kind, and one turn of one entity.
 //!
-//! The actor struct holds only dependencies; its state is built lazily on the first
-//! message (loaded from storage) so the supervisor never waits on storage while spawning.
-//! Messages are handled one at a time, so behaviours need no locks. An error returned by
-//! a behaviour (or a panic) fails the actor: the supervisor forgets it, every pending
-//! reply port is dropped (the host answers those requests with an error), and the next
-//! message activates a fresh actor from stored state.
+//! Entities are data, not actors: the partition's supervisor (a ractor actor, one per
+//! kind and partition) holds every live entity of its partition as a slot — its state
+//! and its queue of commands — and runs at most one turn per entity at a time, each in a
+//! short-lived task (see [`crate::supervisor`]). A turn loads the state from storage when
+//! the entity is not loaded yet, then hands the behaviour one command (or one group of
+//! commands a behaviour applies together, [`Behavior::batchable`]), or one message the
+//! entity sent itself. An error returned by a behaviour, or a panic, fails that turn
+//! alone: its callers' reply ports are dropped (the host answers them with a typed
+//! error), the entity's state is forgotten and reloaded from storage by its next turn,
+//! and every other entity runs on.
 
 use crate::ctx::Ctx;
+use crate::supervisor::SupervisorMsg;
 use bytes::Bytes;
 use cartwheel_bus::names::EntityKind;
 use cartwheel_storage::StoreError;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The rules of one kind of entity, plugged into [`EntityActor`].
+/// The rules of one kind of entity, run by the partition's supervisor.
 pub trait Behavior: Send + Sync + Sized + 'static {
     /// Commands from the bus.
     type Command: DeserializeOwned + Send + 'static;
     /// The loaded state.
     type State: Send + 'static;
-    /// Messages an actor sends itself (timers, saga steps).
+    /// Messages an entity sends itself (timers, saga steps).
     type Internal: Send + 'static;
     /// Which kind this is.
     const KIND: EntityKind;
@@ -44,6 +48,12 @@ pub trait Behavior: Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether `cmd` may share a turn with the batchable commands queued right behind it
+    /// ([`Behavior::handle_batch`], a group commit). Not by default.
+    fn batchable(_cmd: &Self::Command) -> bool {
+        false
+    }
+
     /// The storage backend this kind's records live in (a metrics label).
     fn backend(ctx: &Ctx) -> &'static str;
 
@@ -53,7 +63,7 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     /// Runs once after loading: re-publish the outbox, resume sagas.
     fn activated(
         ctx: &Ctx,
-        me: &ActorRef<EntityMsg<Self>>,
+        me: &Me<Self>,
         state: &mut Self::State,
     ) -> impl Future<Output = ()> + Send;
 
@@ -61,7 +71,7 @@ pub trait Behavior: Send + Sync + Sized + 'static {
     /// later (it may keep the port in its state, e.g. to answer when a saga settles).
     fn handle(
         ctx: &Ctx,
-        me: &ActorRef<EntityMsg<Self>>,
+        me: &Me<Self>,
         id: &str,
         state: &mut Self::State,
         cmd: Self::Command,
@@ -69,20 +79,39 @@ pub trait Behavior: Send + Sync + Sized + 'static {
         reply: RpcReplyPort<Bytes>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
 
-    /// Handles a message the actor sent itself.
+    /// Handles commands that arrived one after another, all [`Behavior::batchable`], in
+    /// one turn: a behaviour that overrides it applies them in order and stores the
+    /// result once, and still answers each command on its own port (a refused one
+    /// changing nothing). By default they are handled one by one.
+    fn handle_batch(
+        ctx: &Ctx,
+        me: &Me<Self>,
+        id: &str,
+        state: &mut Self::State,
+        batch: Vec<Queued<Self>>,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        async move {
+            for q in batch {
+                Self::handle(ctx, me, id, state, q.cmd, &q.origin, q.reply).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Handles a message the entity sent itself.
     fn internal(
         ctx: &Ctx,
-        me: &ActorRef<EntityMsg<Self>>,
+        me: &Me<Self>,
         id: &str,
         state: &mut Self::State,
         msg: Self::Internal,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
 
-    /// Runs when the actor stops (passivation, hand-over, node stop): answer anything
-    /// still parked.
+    /// Runs when the entity is put away (passivation, hand-over, node stop): answer
+    /// anything still parked.
     fn stopped(_state: &mut Self::State) {}
 
-    /// Whether the actor has work of its own in progress (it must not be passivated).
+    /// Whether the entity has work of its own in progress (it must not be passivated).
     fn busy(_state: &Self::State) -> bool {
         false
     }
@@ -106,177 +135,210 @@ pub struct Origin {
     pub payload: Bytes,
 }
 
-/// A message to an entity actor.
-pub enum EntityMsg<B: Behavior> {
-    /// A command from the bus, with its reply port.
-    Command {
-        /// The decoded command.
-        cmd: B::Command,
-        /// Its request id and command id.
-        origin: Origin,
-        /// Where the encoded `Reply<T>` goes.
-        reply: RpcReplyPort<Bytes>,
-        /// The command's span: loading, handling and every request the behaviour makes
-        /// run inside it, so they join the caller's trace.
-        span: tracing::Span,
-    },
-    /// A message from the actor to itself.
+/// A command waiting for its entity's turn.
+pub struct Queued<B: Behavior> {
+    /// The decoded command.
+    pub cmd: B::Command,
+    /// Its request id and command id.
+    pub origin: Origin,
+    /// Where the encoded `Reply<T>` goes.
+    pub reply: RpcReplyPort<Bytes>,
+    /// The command's span: loading, handling and every request the behaviour makes run
+    /// inside it, so they join the caller's trace.
+    pub span: tracing::Span,
+}
+
+/// What one turn does.
+pub(crate) enum Work<B: Behavior> {
+    /// One command.
+    One(Queued<B>),
+    /// Batchable commands, in arrival order.
+    Batch(Vec<Queued<B>>),
+    /// A message the entity sent itself.
     Internal(B::Internal),
 }
 
-/// Start-up arguments of an entity actor.
-pub struct EntityArgs {
+/// An entity's address for messages to itself: its supervisor, its id, and the
+/// generation of its state (a message sent by a state that has since failed or been put
+/// away is dropped, as a message to a stopped actor was).
+pub struct Me<B: Behavior> {
+    pub(crate) supervisor: ActorRef<SupervisorMsg<B>>,
+    pub(crate) id: Arc<str>,
+    pub(crate) generation: u64,
+}
+
+impl<B: Behavior> Clone for Me<B> {
+    fn clone(&self) -> Self {
+        Me {
+            supervisor: self.supervisor.clone(),
+            id: self.id.clone(),
+            generation: self.generation,
+        }
+    }
+}
+
+impl<B: Behavior> Me<B> {
+    /// Queues `msg` for a later turn of this entity.
+    pub fn send(&self, msg: B::Internal) {
+        let _ = self.supervisor.send_message(SupervisorMsg::Internal {
+            id: self.id.clone(),
+            generation: self.generation,
+            msg,
+        });
+    }
+
+    /// Queues `msg` for a turn of this entity after `delay`.
+    pub fn send_after(&self, delay: Duration, msg: B::Internal) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            me.send(msg);
+        });
+    }
+
     /// The entity id.
-    pub id: String,
-    /// Set while the behaviour reports itself busy; read by the supervisor.
-    pub busy: Arc<AtomicBool>,
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
-/// The actor state: the id, and the behaviour's state once loaded.
-pub struct EntityState<B: Behavior> {
-    id: String,
-    loaded: Option<B::State>,
-    busy: Arc<AtomicBool>,
+/// What a finished turn hands back to the supervisor.
+pub enum TurnEnd<S> {
+    /// The turn ran.
+    Done {
+        /// The state (`None`: still not loaded, e.g. storage was down).
+        state: Option<Box<S>>,
+        /// Whether it has work of its own in progress ([`Behavior::busy`]).
+        busy: bool,
+    },
+    /// The behaviour failed (an error or a panic): the state is forgotten.
+    Failed(String),
 }
 
-/// The ractor actor running a [`Behavior`].
-pub struct EntityActor<B: Behavior> {
-    ctx: Ctx,
-    _b: PhantomData<fn() -> B>,
-}
-
-impl<B: Behavior> EntityActor<B> {
-    /// An actor over `ctx`.
-    pub fn new(ctx: Ctx) -> EntityActor<B> {
-        EntityActor {
-            ctx,
-            _b: PhantomData,
+/// Runs one turn of entity `me.id`: the lease fence, the load when `state` is `None`,
+/// then `work`.
+pub(crate) async fn turn<B: Behavior>(
+    ctx: Arc<Ctx>,
+    me: Me<B>,
+    state: Option<Box<B::State>>,
+    work: Work<B>,
+) -> TurnEnd<B::State> {
+    let run = std::panic::AssertUnwindSafe(run_turn(&ctx, &me, state, work));
+    match futures::FutureExt::catch_unwind(run).await {
+        Ok(Ok(state)) => {
+            let busy = state.as_deref().is_some_and(B::busy);
+            TurnEnd::Done { state, busy }
         }
+        Ok(Err(e)) => TurnEnd::Failed(e.to_string()),
+        Err(panic) => TurnEnd::Failed(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".to_owned()),
+        ),
     }
 }
 
-impl<B: Behavior> Actor for EntityActor<B> {
-    type Msg = EntityMsg<B>;
-    type State = EntityState<B>;
-    type Arguments = EntityArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: EntityArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(EntityState {
-            id: args.id,
-            loaded: None,
-            busy: args.busy,
-        })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(loaded) = state.loaded.as_mut() {
-            B::stopped(loaded);
+fn answer_all<B: Behavior>(work: Work<B>, body: &Bytes) {
+    match work {
+        Work::One(q) => {
+            let _ = q.reply.send(body.clone());
         }
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // The lease fence, again at the actor: a command queued before this node lost the
-        // partition (paused past its lease) or a saga step it scheduled must have no
-        // effect anywhere — the new owner has taken over and resumes from storage.
-        let partition =
-            cartwheel_bus::names::partition(&state.id, self.ctx.bus.config().partitions);
-        if !self.ctx.guard.holds(partition) {
-            if let EntityMsg::Command { reply, .. } = msg {
-                let _ = reply.send(crate::persist::encode_error(
-                    &cartwheel_bus::ApiError::unavailable(format!(
-                        "partition {partition} is no longer held by this node; retry"
-                    )),
-                ));
+        Work::Batch(batch) => {
+            for q in batch {
+                let _ = q.reply.send(body.clone());
             }
-            return Ok(());
         }
-        let span = match &msg {
-            EntityMsg::Command { span, .. } => span.clone(),
-            EntityMsg::Internal(_) => tracing::Span::none(),
-        };
-        if state.loaded.is_none() {
+        Work::Internal(_) => {}
+    }
+}
+
+async fn run_turn<B: Behavior>(
+    ctx: &Ctx,
+    me: &Me<B>,
+    state: Option<Box<B::State>>,
+    work: Work<B>,
+) -> Result<Option<Box<B::State>>, ActorProcessingErr> {
+    // The lease fence, again at the entity: a command queued before this node lost the
+    // partition (paused past its lease) or a saga step it scheduled must have no effect
+    // anywhere — the new owner has taken over and resumes from storage.
+    let partition = cartwheel_bus::names::partition(&me.id, ctx.bus.config().partitions);
+    if !ctx.guard.holds(partition) {
+        answer_all(
+            work,
+            &crate::persist::encode_error(&cartwheel_bus::ApiError::unavailable(format!(
+                "partition {partition} is no longer held by this node; retry"
+            ))),
+        );
+        return Ok(state);
+    }
+    let span = match &work {
+        Work::One(q) => q.span.clone(),
+        Work::Batch(b) => b
+            .first()
+            .map_or_else(tracing::Span::none, |q| q.span.clone()),
+        Work::Internal(_) => tracing::Span::none(),
+    };
+    let mut state = match state {
+        Some(state) => state,
+        None => {
             let started = std::time::Instant::now();
-            // The behaviour's futures are boxed here and below: inline, the state machine
-            // of everything a handler may await (storage, JetStream, the checkout saga)
-            // would live in every idle actor's task, about 10 KB per live entity
-            // (measured with `cartwheel bench run live-carts`).
-            let loaded = Box::pin(
-                B::load(&self.ctx, &state.id)
-                    .instrument(tracing::info_span!(parent: &span, "storage", op = "load")),
-            )
-            .await;
+            let loaded = B::load(ctx, &me.id)
+                .instrument(tracing::info_span!(parent: &span, "storage", op = "load"))
+                .await;
             crate::persist::record_storage(
                 B::KIND.as_str(),
-                B::backend(&self.ctx),
+                B::backend(ctx),
                 "load",
                 started,
                 loaded.is_ok(),
             );
-            let mut loaded = match loaded {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    return match msg {
-                        // Answered with the storage error (`unavailable` while the store
-                        // is down, not the `internal` of a dropped reply port); the actor
-                        // stays unloaded and the next message tries the load again.
-                        EntityMsg::Command { reply, .. } => {
-                            let error = crate::persist::store_error(&e);
-                            let _ = reply.send(crate::persist::encode_error(&error));
-                            Ok(())
-                        }
-                        // Nothing waits for an internal message: fail, restart from storage.
-                        EntityMsg::Internal(_) => Err(e.into()),
-                    };
+            match loaded {
+                Ok(loaded) => {
+                    let mut loaded = Box::new(loaded);
+                    B::activated(ctx, me, &mut loaded).await;
+                    loaded
                 }
-            };
-            Box::pin(B::activated(&self.ctx, &myself, &mut loaded)).await;
-            state.loaded = Some(loaded);
+                // Commands are answered with the storage error (`unavailable` while the
+                // store is down, not the `internal` of a dropped reply port); the entity
+                // stays unloaded and its next turn tries the load again.
+                Err(e) if !matches!(work, Work::Internal(_)) => {
+                    let error = crate::persist::store_error(&e);
+                    answer_all(work, &crate::persist::encode_error(&error));
+                    return Ok(None);
+                }
+                // Nothing waits for an internal message: fail, restart from storage.
+                Err(e) => return Err(e.into()),
+            }
         }
-        let Some(loaded) = state.loaded.as_mut() else {
-            return Err("entity state missing after load".into());
-        };
-        let result = match msg {
-            EntityMsg::Command {
-                cmd,
-                origin,
-                reply,
-                span,
-            } => {
-                let started = std::time::Instant::now();
-                let handled = Box::pin(cartwheel_bus::headers::in_trace(
-                    span.context(),
-                    B::handle(&self.ctx, &myself, &state.id, loaded, cmd, &origin, reply)
-                        .instrument(span.clone()),
-                ))
-                .await;
-                span.in_scope(|| {
-                    tracing::debug!(
-                        elapsed_us =
-                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        "command handled"
-                    );
-                });
-                handled
-            }
-            EntityMsg::Internal(m) => {
-                Box::pin(B::internal(&self.ctx, &myself, &state.id, loaded, m)).await
-            }
-        };
-        state.busy.store(B::busy(loaded), Ordering::Relaxed);
-        result
+    };
+    match work {
+        Work::One(q) => {
+            let started = std::time::Instant::now();
+            let handled = cartwheel_bus::headers::in_trace(
+                q.span.context(),
+                B::handle(ctx, me, &me.id, &mut state, q.cmd, &q.origin, q.reply)
+                    .instrument(q.span.clone()),
+            )
+            .await;
+            q.span.in_scope(|| {
+                tracing::debug!(
+                    elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "command handled"
+                );
+            });
+            handled?;
+        }
+        Work::Batch(batch) => {
+            tracing::debug!(parent: &span, commands = batch.len(), "group of commands");
+            cartwheel_bus::headers::in_trace(
+                span.context(),
+                B::handle_batch(ctx, me, &me.id, &mut state, batch).instrument(span.clone()),
+            )
+            .await?;
+        }
+        Work::Internal(m) => B::internal(ctx, me, &me.id, &mut state, m).await?,
     }
+    Ok(Some(state))
 }

@@ -4,8 +4,10 @@
 //! order id, so a saga that resumes after a crash can repeat any step safely.
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg, Origin};
-use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
+use crate::entity::{Behavior, Me, Origin, Queued};
+use crate::persist::{
+    WriteError, conflict_error, encode_reply, publish_outbox, retry_once, save, store_error,
+};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
 use cartwheel_bus::messages::{InventoryCommand, Reply};
@@ -15,7 +17,7 @@ use cartwheel_domain::{
     DomainError, ErrorCode, Event, Inventory, InventoryView, Product, Timestamp, validate,
 };
 use cartwheel_storage::{StoreError, Versioned};
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, RpcReplyPort};
 
 /// Sku behaviour.
 pub struct InventoryBehavior;
@@ -62,6 +64,19 @@ async fn save_stock(
     inv: Inventory,
     request_id: &str,
 ) -> Result<Out, WriteError> {
+    store_stock(ctx, sku, state, inv, request_id)
+        .await
+        .map(Out::Stock)
+}
+
+/// Stores `inv` with its `StockUpdated` event; answers the stock as stored.
+async fn store_stock(
+    ctx: &Ctx,
+    sku: &str,
+    state: &mut InventoryState,
+    inv: Inventory,
+    request_id: &str,
+) -> Result<InventoryView, WriteError> {
     let view = inv.view();
     let events = vec![Event::StockUpdated {
         inventory: view.clone(),
@@ -77,7 +92,7 @@ async fn save_stock(
         request_id,
     )
     .await?;
-    Ok(Out::Stock(view))
+    Ok(view)
 }
 
 async fn save_product(
@@ -179,37 +194,122 @@ async fn apply(
             inv.adjust(*delta).map_err(domain)?;
             save_stock(ctx, sku, state, inv, request_id).await
         }
-        InventoryCommand::Reserve { order_id, qty } => {
-            validate::id("order_id", order_id).map_err(domain)?;
-            let product = state.product(sku)?;
+        InventoryCommand::Reserve { .. }
+        | InventoryCommand::Release { .. }
+        | InventoryCommand::Commit { .. }
+        | InventoryCommand::Restock { .. } => {
             let mut inv = state.inventory(sku);
             let expired = expire(ctx, &mut inv, now);
-            let already =
-                inv.reservations.contains_key(order_id) || inv.committed.contains_key(order_id);
-            if !product.active && !already {
-                return Err(domain(DomainError::ProductInactive(sku.to_owned())));
-            }
-            let effect = inv.reserve(order_id, *qty, now).map_err(domain)?;
+            let product = state.product.as_ref().map(|v| &v.record.state);
+            let effect = stock_op(sku, product, &mut inv, cmd, now)?;
             if effect == Effect::Unchanged && !expired {
                 return Ok(Out::Stock(inv.view()));
             }
             save_stock(ctx, sku, state, inv, request_id).await
         }
-        InventoryCommand::Release { order_id }
-        | InventoryCommand::Commit { order_id }
-        | InventoryCommand::Restock { order_id } => {
+    }
+}
+
+/// Applies one saga stock step (reserve, release, commit, restock) to `inv`; a refused
+/// step changes nothing (the domain checks before it changes).
+fn stock_op(
+    sku: &str,
+    product: Option<&Product>,
+    inv: &mut Inventory,
+    cmd: &InventoryCommand,
+    now: Timestamp,
+) -> Result<Effect, WriteError> {
+    match cmd {
+        InventoryCommand::Reserve { order_id, qty } => {
             validate::id("order_id", order_id).map_err(domain)?;
-            let mut inv = state.inventory(sku);
-            let effect = match cmd {
-                InventoryCommand::Release { .. } => inv.release(order_id),
-                InventoryCommand::Commit { .. } => inv.commit(order_id).map_err(domain)?,
-                _ => inv.restock(order_id).map_err(domain)?,
-            };
-            if effect == Effect::Unchanged {
-                return Ok(Out::Stock(inv.view()));
+            let product = product.ok_or_else(|| no_product(sku))?;
+            let already =
+                inv.reservations.contains_key(order_id) || inv.committed.contains_key(order_id);
+            if !product.active && !already {
+                return Err(domain(DomainError::ProductInactive(sku.to_owned())));
             }
-            save_stock(ctx, sku, state, inv, request_id).await
+            inv.reserve(order_id, *qty, now).map_err(domain)
         }
+        InventoryCommand::Release { order_id } => {
+            validate::id("order_id", order_id).map_err(domain)?;
+            Ok(inv.release(order_id))
+        }
+        InventoryCommand::Commit { order_id } => {
+            validate::id("order_id", order_id).map_err(domain)?;
+            inv.commit(order_id).map_err(domain)
+        }
+        InventoryCommand::Restock { order_id } => {
+            validate::id("order_id", order_id).map_err(domain)?;
+            inv.restock(order_id).map_err(domain)
+        }
+        InventoryCommand::GetStock => {
+            product.ok_or_else(|| no_product(sku))?;
+            Ok(Effect::Unchanged)
+        }
+        _ => Err(WriteError::Failed(ApiError::internal(
+            "not a stock step of a group",
+        ))),
+    }
+}
+
+/// A group commit: stock steps queued one behind another on this sku, applied in
+/// arrival order to one copy of the stock and stored in one write (one version, one
+/// `StockUpdated` event). Each command gets its own answer: the stock after the group,
+/// or its own refusal (a refused step changed nothing). A lost compare-and-set reloads
+/// and applies the whole group again, once; a failed write fails every step it carried.
+async fn group(
+    ctx: &Ctx,
+    sku: &str,
+    state: &mut InventoryState,
+    cmds: &[&InventoryCommand],
+    request_id: &str,
+) -> Vec<Result<InventoryView, ApiError>> {
+    let mut first = true;
+    loop {
+        let now = ctx.now();
+        let mut inv = state.inventory(sku);
+        let version = inv.version;
+        let mut changed = expire(ctx, &mut inv, now);
+        let product = state.product.as_ref().map(|v| &v.record.state);
+        let steps: Vec<Result<(), ApiError>> = cmds
+            .iter()
+            .map(|cmd| match stock_op(sku, product, &mut inv, cmd, now) {
+                Ok(effect) => {
+                    changed |= effect == Effect::Changed;
+                    Ok(())
+                }
+                Err(WriteError::Failed(e)) => Err(e),
+                Err(WriteError::Conflict) => Err(conflict_error(&format!("sku {sku}"))),
+            })
+            .collect();
+        let written = if changed {
+            // One stored write, one version.
+            inv.version = version + 1;
+            store_stock(ctx, sku, state, inv, request_id).await
+        } else {
+            Ok(inv.view())
+        };
+        let view = match written {
+            Ok(view) => view,
+            Err(WriteError::Conflict) if first => {
+                first = false;
+                if let Err(e) = reload(ctx, sku, state).await {
+                    return steps.into_iter().map(|s| s.and(Err(e.clone()))).collect();
+                }
+                continue;
+            }
+            Err(WriteError::Conflict) => {
+                let e = conflict_error(&format!("sku {sku}"));
+                return steps.into_iter().map(|s| s.and(Err(e.clone()))).collect();
+            }
+            Err(WriteError::Failed(e)) => {
+                return steps.into_iter().map(|s| s.and(Err(e.clone()))).collect();
+            }
+        };
+        return steps
+            .into_iter()
+            .map(|s| s.map(|()| view.clone()))
+            .collect();
     }
 }
 
@@ -244,6 +344,35 @@ impl Behavior for InventoryBehavior {
         cmd.is_internal()
     }
 
+    fn batchable(cmd: &InventoryCommand) -> bool {
+        matches!(
+            cmd,
+            InventoryCommand::Reserve { .. }
+                | InventoryCommand::Release { .. }
+                | InventoryCommand::Commit { .. }
+                | InventoryCommand::Restock { .. }
+                | InventoryCommand::GetStock
+        )
+    }
+
+    async fn handle_batch(
+        ctx: &Ctx,
+        _me: &Me<Self>,
+        sku: &str,
+        state: &mut InventoryState,
+        batch: Vec<Queued<Self>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let cmds: Vec<&InventoryCommand> = batch.iter().map(|q| &q.cmd).collect();
+        let request_id = batch.first().map_or("", |q| q.origin.request_id.as_str());
+        let answers = group(ctx, sku, state, &cmds, request_id).await;
+        metrics::histogram!("cartwheel_group_commit_size", "kind" => "inventory")
+            .record(batch.len() as f64);
+        for (q, answer) in batch.into_iter().zip(answers) {
+            let _ = q.reply.send(encode_reply::<InventoryView>(&answer));
+        }
+        Ok(())
+    }
+
     fn backend(ctx: &Ctx) -> &'static str {
         ctx.stores.inventory.backend()
     }
@@ -256,7 +385,7 @@ impl Behavior for InventoryBehavior {
         Ok(InventoryState { product, inventory })
     }
 
-    async fn activated(ctx: &Ctx, _me: &ActorRef<EntityMsg<Self>>, state: &mut InventoryState) {
+    async fn activated(ctx: &Ctx, _me: &Me<Self>, state: &mut InventoryState) {
         if let Some(v) = &mut state.product {
             publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
@@ -267,7 +396,7 @@ impl Behavior for InventoryBehavior {
 
     async fn handle(
         ctx: &Ctx,
-        _me: &ActorRef<EntityMsg<Self>>,
+        _me: &Me<Self>,
         sku: &str,
         state: &mut InventoryState,
         cmd: InventoryCommand,
@@ -286,7 +415,7 @@ impl Behavior for InventoryBehavior {
 
     async fn internal(
         _ctx: &Ctx,
-        _me: &ActorRef<EntityMsg<Self>>,
+        _me: &Me<Self>,
         _sku: &str,
         _state: &mut InventoryState,
         _msg: (),

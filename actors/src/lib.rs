@@ -4,9 +4,12 @@
 //! * [`placement`]: membership heartbeats, rendezvous hashing and partition leases in
 //!   NATS KV; [`partition`]: what a node runs for one partition it holds.
 //! * [`entity`] / [`supervisor`] / [`host`]: the generic machinery. A [`host`] task reads a
-//!   kind's subject, decodes commands and routes them to the partition's [`supervisor`],
-//!   which activates one [`entity`] actor per id (loading stored state), passivates idle
-//!   ones, and forgets failed ones so the next message restarts them from storage.
+//!   kind's subject, decodes commands and routes them to the partition's [`supervisor`]
+//!   (a ractor actor per kind and partition), which holds the partition's live entities
+//!   as data: it activates an entity on its first command (its first turn loads the
+//!   stored state), runs one [`entity`] turn at a time per entity in a short-lived task,
+//!   passivates idle ones, and forgets the state of one whose turn failed so its next
+//!   turn reloads it from storage.
 //! * [`cart`], [`inventory`], [`order`]: the behaviours, thin shells around `domain` rules
 //!   that persist (compare-and-set) before replying and publish events afterwards.
 //! * [`payment`]: the payment port of the checkout saga.

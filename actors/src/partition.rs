@@ -9,7 +9,8 @@ use crate::host::{self, Routes};
 use crate::inventory::InventoryBehavior;
 use crate::node::NodeError;
 use crate::order::OrderBehavior;
-use crate::supervisor::{ActorStats, Supervisor};
+use crate::supervisor::{ActorStats, Supervisor, SupervisorMsg};
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct KindStats {
     pub order: Arc<ActorStats>,
 }
 
+/// Asks one supervisor to finish its turns and stop; the future resolves when it has.
+type Drain = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// A held partition's runtime.
 pub struct PartitionRuntime {
     partition: u32,
@@ -36,10 +40,13 @@ pub struct PartitionRuntime {
     tracker: TaskTracker,
     serving: Vec<JoinHandle<()>>,
     supervisors: Vec<ActorCell>,
+    /// One per supervisor: asks it to finish its turns and stop (see
+    /// [`crate::supervisor::SupervisorMsg::Drain`]); resolves when it has.
+    drains: Vec<Drain>,
 }
 
 async fn start_kind<B: Behavior>(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     partition: u32,
     stats: Arc<ActorStats>,
     limiter: Arc<Semaphore>,
@@ -49,6 +56,12 @@ async fn start_kind<B: Behavior>(
         .await
         .map_err(|e| NodeError::Spawn(e.to_string()))?;
     rt.supervisors.push(sup.get_cell());
+    let drained = sup.clone();
+    rt.drains.push(Box::new(move || {
+        Box::pin(async move {
+            let _ = drained.call(SupervisorMsg::Drain, None).await;
+        })
+    }));
     let routes = Arc::new(Routes {
         names: ctx.names().clone(),
         partition,
@@ -84,7 +97,10 @@ impl PartitionRuntime {
             tracker: TaskTracker::new(),
             serving: Vec::new(),
             supervisors: Vec::new(),
+            drains: Vec::new(),
         };
+        // One context per partition behind an `Arc`: every turn shares it.
+        let ctx = &Arc::new(ctx.clone());
         let started = async {
             start_kind::<CartBehavior>(
                 ctx,
@@ -119,8 +135,8 @@ impl PartitionRuntime {
         self.partition
     }
 
-    /// Hand-over: stop taking commands, route what was taken, let every actor finish its
-    /// mailbox, answer every request, then stop. Bounded by `timeout`: past it the
+    /// Hand-over: stop taking commands, route what was taken, let every entity finish
+    /// its queue, answer every request, then stop. Bounded by `timeout`: past it the
     /// partition's guard is revoked before its actors are stopped, so what they still
     /// held is answered "moved while this request ran" (a cart's resent to the new
     /// owner), never "failed".
@@ -130,9 +146,7 @@ impl PartitionRuntime {
             for h in self.serving {
                 let _ = h.await;
             }
-            for sup in &self.supervisors {
-                let _ = sup.drain_and_wait(Some(timeout)).await;
-            }
+            futures::future::join_all(self.drains.into_iter().map(|d| d())).await;
             self.tracker.close();
             self.tracker.wait().await;
         };
@@ -150,7 +164,6 @@ impl PartitionRuntime {
     pub fn abort(self) {
         self.shutdown.cancel();
         for sup in &self.supervisors {
-            sup.stop_children(Some("lease lost".into()));
             sup.stop(Some("lease lost".into()));
         }
         self.tracker.close();

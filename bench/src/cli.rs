@@ -39,6 +39,8 @@ pub enum Scenario {
     Checkout,
     /// Activate N carts on one node; resident memory per live actor.
     LiveCarts,
+    /// 1,000 concurrent reservations of one sku (group commit).
+    HotSku,
     /// Every scenario above.
     All,
 }
@@ -107,6 +109,12 @@ pub struct RunArgs {
     /// Live-cart counts to step through.
     #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
     pub live_steps: Vec<u64>,
+    /// Live carts given 3 lines each after the last step (0: none).
+    #[arg(long, default_value_t = 100_000)]
+    pub live_lined: u64,
+    /// Passivated carts activated again from storage after the passivation wait (0: none).
+    #[arg(long, default_value_t = 200_000)]
+    pub live_reactivate: u64,
     /// Activations in flight in the live-carts scenario.
     #[arg(long, default_value_t = 256)]
     pub live_concurrency: usize,
@@ -114,6 +122,12 @@ pub struct RunArgs {
     /// report its memory again (0: skip; the node's passivate-after must be shorter).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub live_passivation_wait: Duration,
+    /// Reservations in flight at once on one sku in the hot-sku scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub hot_reservations: u64,
+    /// Rounds of the hot-sku scenario (each on a fresh sku; the median is judged).
+    #[arg(long, default_value_t = 3)]
+    pub hot_rounds: u32,
     /// Pid of the node process, for its resident memory (live-carts).
     #[arg(long)]
     pub node_pid: Option<u32>,
@@ -177,6 +191,7 @@ impl RunArgs {
                     Scenario::Fanout,
                     Scenario::Checkout,
                     Scenario::LiveCarts,
+                    Scenario::HotSku,
                 ]
             } else {
                 std::slice::from_ref(s)

@@ -74,6 +74,7 @@ async fn run_cmd(args: RunArgs) -> anyhow::Result<()> {
             Scenario::Fanout => scenarios::fanout::run(&ctx).await,
             Scenario::Checkout => scenarios::checkout::run(&ctx).await,
             Scenario::LiveCarts => scenarios::live_carts::run(&ctx).await,
+            Scenario::HotSku => scenarios::hot_sku::run(&ctx).await,
             Scenario::All => continue,
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

@@ -10,7 +10,7 @@
 mod saga;
 
 use crate::ctx::Ctx;
-use crate::entity::{Behavior, EntityMsg, Origin};
+use crate::entity::{Behavior, Me, Origin};
 use crate::persist::{WriteError, encode_reply, publish_outbox, retry_once, save, store_error};
 use bytes::Bytes;
 use cartwheel_bus::ApiError;
@@ -18,7 +18,7 @@ use cartwheel_bus::messages::{OrderCommand, Reply};
 use cartwheel_bus::names::EntityKind;
 use cartwheel_domain::{Event, Order, OrderStatus, SagaStep};
 use cartwheel_storage::{StoreError, Versioned};
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, RpcReplyPort};
 use std::time::Duration;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -79,7 +79,7 @@ fn answer_waiters(state: &mut OrderState) {
 
 /// Parks `reply` until the saga settles or `wait` passes.
 fn park(
-    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    me: &Me<OrderBehavior>,
     state: &mut OrderState,
     reply: RpcReplyPort<Bytes>,
     wait: Duration,
@@ -87,16 +87,14 @@ fn park(
     let id = state.next_waiter;
     state.next_waiter += 1;
     state.waiters.push(Waiter { id, reply });
-    me.send_after(wait, move || {
-        EntityMsg::Internal(OrderInternal::WaiterTimeout(id))
-    });
+    me.send_after(wait, OrderInternal::WaiterTimeout(id));
 }
 
 /// Queues the next saga step unless one is queued already.
-fn advance(me: &ActorRef<EntityMsg<OrderBehavior>>, state: &mut OrderState) {
+fn advance(me: &Me<OrderBehavior>, state: &mut OrderState) {
     if !state.advance_queued && !state.settled() {
         state.advance_queued = true;
-        let _ = me.send_message(EntityMsg::Internal(OrderInternal::Advance));
+        me.send(OrderInternal::Advance);
     }
 }
 
@@ -135,7 +133,7 @@ async fn reload(ctx: &Ctx, id: &str, state: &mut OrderState) -> Result<(), ApiEr
 #[allow(clippy::too_many_arguments)] // one request's parts; bundling them adds nothing
 async fn place(
     ctx: &Ctx,
-    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    me: &Me<OrderBehavior>,
     id: &str,
     state: &mut OrderState,
     order: Order,
@@ -235,7 +233,7 @@ async fn try_change(
 
 async fn change_status(
     ctx: &Ctx,
-    me: &ActorRef<EntityMsg<OrderBehavior>>,
+    me: &Me<OrderBehavior>,
     id: &str,
     state: &mut OrderState,
     to: OrderStatus,
@@ -284,7 +282,7 @@ impl Behavior for OrderBehavior {
         })
     }
 
-    async fn activated(ctx: &Ctx, me: &ActorRef<EntityMsg<Self>>, state: &mut OrderState) {
+    async fn activated(ctx: &Ctx, me: &Me<Self>, state: &mut OrderState) {
         if let Some(v) = &mut state.current {
             publish_outbox(ctx, &mut v.record.outbox, None).await;
         }
@@ -294,7 +292,7 @@ impl Behavior for OrderBehavior {
 
     async fn handle(
         ctx: &Ctx,
-        me: &ActorRef<EntityMsg<Self>>,
+        me: &Me<Self>,
         id: &str,
         state: &mut OrderState,
         cmd: OrderCommand,
@@ -346,7 +344,7 @@ impl Behavior for OrderBehavior {
 
     async fn internal(
         ctx: &Ctx,
-        me: &ActorRef<EntityMsg<Self>>,
+        me: &Me<Self>,
         id: &str,
         state: &mut OrderState,
         msg: OrderInternal,

@@ -14,13 +14,12 @@
 
 use super::{OrderBehavior, OrderState, reload};
 use crate::ctx::Ctx;
-use crate::entity::EntityMsg;
+use crate::entity::Me;
 use crate::persist::WriteError;
 use cartwheel_bus::BusError;
 use cartwheel_bus::messages::InventoryCommand;
 use cartwheel_domain::{ErrorCode, Event, Order, OrderLine, OrderStatus, SagaStep};
 use futures::future::join_all;
-use ractor::ActorRef;
 use std::time::Duration;
 
 /// First retry delay of a failed cleanup step.
@@ -57,11 +56,11 @@ async fn for_each_line(
 }
 
 /// Runs the current step again after the backoff delay, doubling it up to `MAX_RETRY`.
-fn retry_later(me: &ActorRef<EntityMsg<OrderBehavior>>, state: &mut OrderState) {
+fn retry_later(me: &Me<OrderBehavior>, state: &mut OrderState) {
     metrics::counter!("cartwheel_saga_step_retries_total").increment(1);
     let delay = state.retry_delay;
     state.retry_delay = (delay * 2).min(MAX_RETRY);
-    me.send_after(delay, || EntityMsg::Internal(super::OrderInternal::Advance));
+    me.send_after(delay, super::OrderInternal::Advance);
     state.advance_queued = true;
 }
 
@@ -135,12 +134,7 @@ async fn transition(
 }
 
 /// Runs the saga step the stored order is at.
-pub async fn step(
-    ctx: &Ctx,
-    me: &ActorRef<EntityMsg<OrderBehavior>>,
-    id: &str,
-    state: &mut OrderState,
-) {
+pub async fn step(ctx: &Ctx, me: &Me<OrderBehavior>, id: &str, state: &mut OrderState) {
     let Some(order) = state.order().cloned() else {
         return;
     };

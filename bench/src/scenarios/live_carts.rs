@@ -1,9 +1,12 @@
 //! `live-carts`: activates carts on the node in steps (`--live-steps`, up to 1,000,000)
 //! by creating them over the bus, and after each step reads the node's resident memory
-//! (`VmRSS` of `/proc/{--node-pid}/status`) and its live cart actors (the node's
+//! (`VmRSS` of `/proc/{--node-pid}/status`) and its live carts (the node's
 //! `$SRV.STATS.cartwheel-node` counters). Bytes per live cart are the growth of resident
-//! memory over the growth of live actors since the start. Optionally it then waits for
-//! the node to passivate them and reads the memory again.
+//! memory over the growth of live carts since the start. Then it gives the first
+//! `--live-lined` carts 3 lines each and measures what that adds per cart. Optionally it
+//! then waits for the node to passivate them all, reads the memory again (what
+//! passivation gave back), and activates carts from storage again with `Get` commands
+//! (activations from storage per second).
 
 use super::Ctx;
 use crate::client::bus_kind;
@@ -12,6 +15,7 @@ use crate::report::{LiveCarts, LiveStep, ScenarioReport};
 use cartwheel_bus::messages::CartCommand;
 use futures::StreamExt;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest one activation step may run.
@@ -148,6 +152,56 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     ) {
         out.projected_rss_1m_bytes = Some(r0 + per * 1_000_000);
     }
+    let lined = ctx.args.live_lined.min(activated);
+    if lined > 0 {
+        let skus = Arc::new(ctx.products_bus(&bus, "lv", 3).await?);
+        let rss0 = rss();
+        let mut spec = ctx.spec(
+            &format!("live-lines-{lined}"),
+            "system",
+            "CartCommand::AddItem over the bus: 3 lines (3 skus) into each of the first --live-lined live carts",
+        );
+        spec.warmup = Duration::ZERO;
+        spec.duration = STEP_CAP;
+        spec.max_ops = Some(lined * 3);
+        spec.load = crate::stats::LoadMode::Closed;
+        let run_id = ctx.run_id.clone();
+        let m = load::run(
+            &spec,
+            (0..ctx.args.live_concurrency.max(1))
+                .map(|_| bus.clone())
+                .collect(),
+            move |bus, seq| {
+                let id = format!("b{run_id}-live{}", seq % lined);
+                let sku = skus[usize::try_from(seq / lined).unwrap_or(0) % skus.len()].clone();
+                async move {
+                    let cmd = CartCommand::AddItem { sku, qty: 1 };
+                    let r = bus
+                        .cart(&id, &cmd, "bench-live")
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| bus_kind(&e));
+                    (bus, r)
+                }
+            },
+        )
+        .await;
+        report.measurements.push(m);
+        let rss1 = rss();
+        out.lined_carts = Some(lined);
+        if let (Some(r0), Some(r1), Some(empty)) = (
+            rss0,
+            rss1,
+            out.steps.last().and_then(|s| s.bytes_per_live_cart),
+        ) {
+            let extra = r1.saturating_sub(r0) / lined;
+            out.bytes_per_lined_cart = Some(empty + extra);
+            eprintln!(
+                "   {lined:>9} carts with 3 lines: +{extra} B/cart, {} B/cart in all",
+                empty + extra
+            );
+        }
+    }
     if !ctx.args.live_passivation_wait.is_zero() {
         let until = Instant::now() + ctx.args.live_passivation_wait;
         let floor = live_before.unwrap_or(0) + 100;
@@ -160,6 +214,49 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         out.rss_after_passivation_bytes = rss();
+        eprintln!(
+            "   after passivation: {} live, rss {} MiB",
+            out.live_after_passivation
+                .map_or("?".into(), |l| l.to_string()),
+            out.rss_after_passivation_bytes
+                .map_or("?".into(), |r| (r >> 20).to_string())
+        );
+        let again = ctx.args.live_reactivate.min(activated);
+        if again > 0 && out.live_after_passivation.is_some_and(|l| l <= floor) {
+            let mut spec = ctx.spec(
+                &format!("live-reactivate-{again}"),
+                "system",
+                "CartCommand::Get over the bus for passivated carts: each activates the cart from storage (one read) and answers it",
+            );
+            spec.warmup = Duration::ZERO;
+            spec.duration = STEP_CAP;
+            spec.max_ops = Some(again);
+            spec.load = crate::stats::LoadMode::Closed;
+            let run_id = ctx.run_id.clone();
+            let started = Instant::now();
+            let m = load::run(
+                &spec,
+                (0..ctx.args.live_concurrency.max(1))
+                    .map(|_| bus.clone())
+                    .collect(),
+                move |bus, seq| {
+                    let id = format!("b{run_id}-live{seq}");
+                    async move {
+                        let r = bus
+                            .cart(&id, &CartCommand::Get, "bench-live")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| bus_kind(&e));
+                        (bus, r)
+                    }
+                },
+            )
+            .await;
+            let rate = again as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprintln!("   {again:>9} activated from storage: {rate:.0}/s");
+            out.reactivations_per_s = Some((rate * 10.0).round() / 10.0);
+            report.measurements.push(m);
+        }
         report.notes.push(
             "resident memory after passivation is what the allocator gave back to the OS; freed memory the allocator keeps for reuse still counts as resident".into(),
         );
@@ -170,7 +267,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             .push("no --node-pid: memory not measured, activation rates only".into());
     }
     report.notes.push(
-        "bytes per live cart = growth of the node's resident memory / growth of its live cart actors (carts with an owner and no lines); 1,000,000 is projected from the last step unless a step reached it".into(),
+        "bytes per live cart = growth of the node's resident memory / growth of its live carts (carts with an owner and no lines); with 3 lines: that plus the growth while the first --live-lined carts got their 3 lines, over those carts".into(),
     );
     report.live_carts = Some(out);
     Ok(report)

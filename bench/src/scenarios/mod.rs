@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod checkout;
 pub mod fanout;
+pub mod hot_sku;
 pub mod http;
 pub mod idle;
 pub mod live_carts;
