@@ -10,11 +10,14 @@ mod telemetry;
 use clap::Parser;
 use config::{Cli, Command};
 
-/// mimalloc instead of glibc's malloc: the write path allocates and frees small buffers
+/// jemalloc instead of glibc's malloc: the write path allocates and frees small buffers
 /// on every runtime thread, and glibc's arenas made threads wait on each other's locks
-/// (`__lll_lock_wake` under `realloc` in the node's profile). See ARCHITECTURE.md.
+/// (`__lll_lock_wake` under `realloc` in the node's profile); and instead of mimalloc,
+/// which was as fast but kept what a million passivated carts had used resident. Its
+/// options (`.cargo/config.toml`): background threads give freed pages back to the OS
+/// within about a second. See ARCHITECTURE.md.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

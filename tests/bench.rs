@@ -140,6 +140,14 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
         "40,80",
         "--live-concurrency",
         "8",
+        "--live-lined",
+        "20",
+        "--live-reactivate",
+        "40",
+        "--hot-reservations",
+        "30",
+        "--hot-rounds",
+        "2",
         "--live-passivation-wait",
         "20s",
         "--no-progress",
@@ -175,7 +183,8 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
             "ws",
             "fanout",
             "checkout",
-            "live-carts"
+            "live-carts",
+            "hot-sku"
         ]
     );
     for s in scenarios {
@@ -234,6 +243,27 @@ async fn every_scenario_runs_once_at_tiny_scale() -> anyhow::Result<()> {
     assert!(steps[1]["live"].is_u64(), "{live}");
     assert!(steps[1]["rss_bytes"].as_u64().unwrap_or(0) > 0, "{live}");
     assert!(live["rss_after_passivation_bytes"].is_u64(), "{live}");
+    assert_eq!(live["lined_carts"], 20, "{live}");
+    assert!(live["bytes_per_lined_cart"].is_u64(), "{live}");
+    // Every cart passivated (2 s) within the wait, and came back from storage.
+    assert!(
+        live["reactivations_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{live}"
+    );
+    let hot = scenarios
+        .iter()
+        .find(|s| s["name"] == "hot-sku")
+        .context("hot-sku")?;
+    let hot_names: Vec<&str> = hot["measurements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(
+        hot_names,
+        ["hot-sku-reserve-30-r1", "hot-sku-reserve-30-r2"]
+    );
 
     // The targets this run can judge (not the fan-out to 1,000: it ran 1 and 5) are
     // there, with a verdict.

@@ -107,7 +107,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2000)]
     pub checkout_carts: u64,
     /// Live-cart counts to step through.
-    #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub live_steps: Vec<u64>,
     /// Live carts given 3 lines each after the last step (0: none).
     #[arg(long, default_value_t = 100_000)]
@@ -276,7 +276,8 @@ mod tests {
                 Scenario::Http,
                 Scenario::Fanout,
                 Scenario::Checkout,
-                Scenario::LiveCarts
+                Scenario::LiveCarts,
+                Scenario::HotSku
             ]
         );
         assert_eq!(run.fanout, vec![1, 100, 1000]);

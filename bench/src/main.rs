@@ -5,7 +5,7 @@ use clap::Parser;
 /// The allocator the `cartwheel` binary uses, so the baselines run in the bench process
 /// get it too (a faster allocator must not flatter the system against its baselines).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
