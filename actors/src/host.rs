@@ -287,10 +287,12 @@ fn route<B: Behavior>(
         trace_id = tracing::field::Empty,
     );
     let _ = span.set_parent(headers::extract_trace_context(msg.headers.as_ref()));
-    if let Some(trace_id) = span.in_scope(headers::current_trace_id) {
+    if let Some(trace_id) = headers::trace_id_of(&span) {
         span.record("trace_id", trace_id.as_str());
     }
-    span.in_scope(|| tracing::debug!("command"));
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        span.in_scope(|| tracing::debug!("command"));
+    }
     let (tx, rx) = ractor::concurrency::oneshot();
     let reply: RpcReplyPort<Bytes> = tx.into();
     routes

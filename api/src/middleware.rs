@@ -66,7 +66,7 @@ pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
         p.extract(&HeaderExtractor(req.headers()))
     });
     let _ = span.set_parent(parent);
-    if let Some(trace_id) = span.in_scope(headers::current_trace_id) {
+    if let Some(trace_id) = headers::trace_id_of(&span) {
         span.record("trace_id", trace_id.as_str());
     }
     let cx = span.context();

@@ -356,7 +356,7 @@ impl Behavior for OrderBehavior {
                     tracing::info_span!("saga", order = %id, trace_id = tracing::field::Empty);
                 if let Some(cx) = state.trace.clone() {
                     let _ = span.set_parent(cx);
-                    if let Some(t) = span.in_scope(cartwheel_bus::headers::current_trace_id) {
+                    if let Some(t) = cartwheel_bus::headers::trace_id_of(&span) {
                         span.record("trace_id", t.as_str());
                     }
                 }
