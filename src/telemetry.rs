@@ -72,9 +72,20 @@ pub fn init(format: LogFormat, otlp: Option<&str>, service: &str) -> anyhow::Res
         LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => fmt.boxed(),
     };
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(Targets::new().with_target("cartwheel", tracing::Level::INFO));
+    // The OpenTelemetry layer gives every command span a trace context: what is exported,
+    // what `traceparent` carries to the next hop, and the trace id debug log lines show.
+    // It costs every span on every poll (a third of a node's instructions per cart
+    // activation in callgrind), so it is installed only when traces are exported or the
+    // logs go down to debug; otherwise requests are correlated by their request id.
+    let traced = otlp.is_some()
+        || logs
+            .max_level_hint()
+            .is_some_and(|l| l >= tracing_subscriber::filter::LevelFilter::DEBUG);
+    let traces = traced.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target("cartwheel", tracing::Level::INFO))
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(logs))
         .with(traces)
