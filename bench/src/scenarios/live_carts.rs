@@ -62,6 +62,43 @@ pub async fn live_carts(nats: &async_nats::Client) -> Option<u64> {
     total
 }
 
+/// One live-carts measurement: `ops` cart commands over the bus, `--live-concurrency` in
+/// flight, no warm-up, bounded by [`STEP_CAP`]; `command(seq)` names the cart and the
+/// command of operation `seq`.
+async fn cart_step(
+    ctx: &Ctx,
+    bus: &cartwheel_bus::BusClient,
+    name: &str,
+    description: &str,
+    ops: u64,
+    command: impl Fn(u64) -> (String, CartCommand) + Send + Sync + 'static,
+) -> crate::stats::Measurement {
+    let mut spec = ctx.spec(name, "system", description);
+    spec.warmup = Duration::ZERO;
+    spec.duration = STEP_CAP;
+    spec.max_ops = Some(ops);
+    spec.load = crate::stats::LoadMode::Closed;
+    let command = Arc::new(command);
+    load::run(
+        &spec,
+        (0..ctx.args.live_concurrency.max(1))
+            .map(|_| bus.clone())
+            .collect(),
+        move |bus, seq| {
+            let (id, cmd) = command(seq);
+            async move {
+                let r = bus
+                    .cart(&id, &cmd, "bench-live")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| bus_kind(&e));
+                (bus, r)
+            }
+        },
+    )
+    .await
+}
+
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     let bus = ctx.bus().await?;
@@ -89,35 +126,20 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         if delta == 0 {
             continue;
         }
-        let mut spec = ctx.spec(
-            &format!("live-activate-{step}"),
-            "system",
-            "CartCommand::Create over the bus for a new cart id: activates a cart actor, stores the cart",
-        );
-        spec.warmup = Duration::ZERO;
-        spec.duration = STEP_CAP;
-        spec.max_ops = Some(delta);
-        spec.load = crate::stats::LoadMode::Closed;
         let (base, run_id) = (activated, ctx.run_id.clone());
         let started = Instant::now();
-        let m = load::run(
-            &spec,
-            (0..ctx.args.live_concurrency.max(1))
-                .map(|_| bus.clone())
-                .collect(),
-            move |bus, seq| {
+        let m = cart_step(
+            ctx,
+            &bus,
+            &format!("live-activate-{step}"),
+            "CartCommand::Create over the bus for a new cart id: activates a cart, stores it",
+            delta,
+            move |seq| {
                 let id = format!("b{run_id}-live{}", base + seq);
-                async move {
-                    let cmd = CartCommand::Create {
-                        user_id: id.clone(),
-                    };
-                    let r = bus
-                        .cart(&id, &cmd, "bench-live")
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| bus_kind(&e));
-                    (bus, r)
-                }
+                let cmd = CartCommand::Create {
+                    user_id: id.clone(),
+                };
+                (id, cmd)
             },
         )
         .await;
@@ -156,33 +178,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     if lined > 0 {
         let skus = Arc::new(ctx.products_bus(&bus, "lv", 3).await?);
         let rss0 = rss();
-        let mut spec = ctx.spec(
-            &format!("live-lines-{lined}"),
-            "system",
-            "CartCommand::AddItem over the bus: 3 lines (3 skus) into each of the first --live-lined live carts",
-        );
-        spec.warmup = Duration::ZERO;
-        spec.duration = STEP_CAP;
-        spec.max_ops = Some(lined * 3);
-        spec.load = crate::stats::LoadMode::Closed;
         let run_id = ctx.run_id.clone();
-        let m = load::run(
-            &spec,
-            (0..ctx.args.live_concurrency.max(1))
-                .map(|_| bus.clone())
-                .collect(),
-            move |bus, seq| {
+        let m = cart_step(
+            ctx,
+            &bus,
+            &format!("live-lines-{lined}"),
+            "CartCommand::AddItem over the bus: 3 lines (3 skus) into each of the first --live-lined live carts",
+            lined * 3,
+            move |seq| {
                 let id = format!("b{run_id}-live{}", seq % lined);
                 let sku = skus[usize::try_from(seq / lined).unwrap_or(0) % skus.len()].clone();
-                async move {
-                    let cmd = CartCommand::AddItem { sku, qty: 1 };
-                    let r = bus
-                        .cart(&id, &cmd, "bench-live")
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| bus_kind(&e));
-                    (bus, r)
-                }
+                (id, CartCommand::AddItem { sku, qty: 1 })
             },
         )
         .await;
@@ -223,33 +229,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         );
         let again = ctx.args.live_reactivate.min(activated);
         if again > 0 && out.live_after_passivation.is_some_and(|l| l <= floor) {
-            let mut spec = ctx.spec(
-                &format!("live-reactivate-{again}"),
-                "system",
-                "CartCommand::Get over the bus for passivated carts: each activates the cart from storage (one read) and answers it",
-            );
-            spec.warmup = Duration::ZERO;
-            spec.duration = STEP_CAP;
-            spec.max_ops = Some(again);
-            spec.load = crate::stats::LoadMode::Closed;
             let run_id = ctx.run_id.clone();
             let started = Instant::now();
-            let m = load::run(
-                &spec,
-                (0..ctx.args.live_concurrency.max(1))
-                    .map(|_| bus.clone())
-                    .collect(),
-                move |bus, seq| {
-                    let id = format!("b{run_id}-live{seq}");
-                    async move {
-                        let r = bus
-                            .cart(&id, &CartCommand::Get, "bench-live")
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| bus_kind(&e));
-                        (bus, r)
-                    }
-                },
+            let m = cart_step(
+                ctx,
+                &bus,
+                &format!("live-reactivate-{again}"),
+                "CartCommand::Get over the bus for passivated carts: each activates the cart from storage (one read) and answers it",
+                again,
+                move |seq| (format!("b{run_id}-live{seq}"), CartCommand::Get),
             )
             .await;
             let rate = again as f64 / started.elapsed().as_secs_f64().max(1e-3);
