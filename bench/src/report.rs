@@ -120,6 +120,10 @@ pub struct LiveCarts {
     pub rss_after_passivation_bytes: Option<u64>,
     /// Live cart actors after the passivation wait.
     pub live_after_passivation: Option<u64>,
+    /// Seconds from the last passivation until the resident memory stopped falling (the
+    /// allocator returns freed pages over its decay time, not at once).
+    #[serde(default)]
+    pub rss_settle_s: Option<f64>,
     /// Resident memory 1,000,000 live carts would take at the last step's bytes per actor.
     pub projected_rss_1m_bytes: Option<u64>,
     /// Carts that were given 3 lines.
@@ -528,7 +532,9 @@ pub fn markdown(runs: &[RunReport], command: Option<&str>, notes: &[String]) -> 
             if let Some(rss) = l.rss_after_passivation_bytes {
                 let _ = writeln!(
                     out,
-                    "| after passivation | {} | – | {} | – |",
+                    "| after passivation{} | {} | – | {} | – |",
+                    l.rss_settle_s
+                        .map_or(String::new(), |s| format!(" (settled in {s:.1} s)")),
                     opt(l.live_after_passivation),
                     gib(rss)
                 );

@@ -99,6 +99,37 @@ async fn cart_step(
     .await
 }
 
+/// How often [`settled_rss`] reads the resident memory.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// The resident memory has settled when it fell less than 1 % over this long.
+const SETTLE_QUIET: Duration = Duration::from_secs(3);
+/// The longest [`settled_rss`] waits.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// The resident memory once it stops falling, and how long after the call it last fell:
+/// right after a passivation frees its entities the allocator still holds the freed pages
+/// and returns them over its decay time (jemalloc's `dirty_decay_ms`, one second in the
+/// node), so a single read at that moment measures the allocator's timing, not what
+/// passivation gives back.
+async fn settled_rss(rss: &impl Fn() -> Option<u64>) -> Option<(u64, Duration)> {
+    let start = Instant::now();
+    let until = start + SETTLE_MAX;
+    let mut low = rss()?;
+    let mut fell_at = start;
+    loop {
+        tokio::time::sleep(SETTLE_POLL).await;
+        let now = rss()?;
+        // A fall of 1 % or more restarts the quiet period.
+        if now.saturating_mul(100) < low.saturating_mul(99) {
+            fell_at = Instant::now();
+            low = now;
+        }
+        if fell_at.elapsed() >= SETTLE_QUIET || Instant::now() >= until {
+            return Some((now, fell_at - start));
+        }
+    }
+}
+
 /// Runs the scenario.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
     let bus = ctx.bus().await?;
@@ -219,13 +250,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        out.rss_after_passivation_bytes = rss();
+        if let Some((bytes, after)) = settled_rss(&rss).await {
+            out.rss_after_passivation_bytes = Some(bytes);
+            out.rss_settle_s = Some((after.as_secs_f64() * 10.0).round() / 10.0);
+        }
         eprintln!(
-            "   after passivation: {} live, rss {} MiB",
+            "   after passivation: {} live, rss {} MiB (settled in {} s)",
             out.live_after_passivation
                 .map_or("?".into(), |l| l.to_string()),
             out.rss_after_passivation_bytes
-                .map_or("?".into(), |r| (r >> 20).to_string())
+                .map_or("?".into(), |r| (r >> 20).to_string()),
+            out.rss_settle_s.map_or("?".into(), |s| s.to_string())
         );
         let again = ctx.args.live_reactivate.min(activated);
         if again > 0 && out.live_after_passivation.is_some_and(|l| l <= floor) {
