@@ -28,7 +28,7 @@ pub fn per_op(
         .filter_map(|(name, e)| {
             let s = start.get(name)?;
             let us = (e - s).max(0.0) * 1e6 / ops as f64;
-            Some((name.clone(), (us * 10.0).round() / 10.0))
+            Some((name.clone(), crate::stats::tenths(us)))
         })
         .collect()
 }

@@ -165,11 +165,11 @@ where
         description: spec.description.clone(),
         load: spec.load,
         concurrency,
-        seconds: (seconds * 1000.0).round() / 1000.0,
+        seconds: crate::stats::thousandths(seconds),
         ok,
         errors,
         errors_by_kind: tally.errors.into_map(),
-        throughput: (ok as f64 / seconds * 10.0).round() / 10.0,
+        throughput: crate::stats::tenths(ok as f64 / seconds),
         latency: tally.lat.summary(),
         cpu_us_per_op,
     }

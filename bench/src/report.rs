@@ -91,7 +91,7 @@ impl Ratio {
     pub fn throughput(system: &Measurement, base: &Measurement) -> Ratio {
         Ratio {
             name: format!("{} / {} throughput", system.name, base.name),
-            value: round3(div(system.throughput, base.throughput)),
+            value: crate::stats::thousandths(div(system.throughput, base.throughput)),
         }
     }
 
@@ -99,7 +99,7 @@ impl Ratio {
     pub fn p99(system: &Measurement, base: &Measurement) -> Ratio {
         Ratio {
             name: format!("{} / {} p99", system.name, base.name),
-            value: round3(div(
+            value: crate::stats::thousandths(div(
                 system.latency.p99_us as f64,
                 base.latency.p99_us as f64,
             )),
@@ -120,8 +120,9 @@ pub struct LiveCarts {
     pub rss_after_passivation_bytes: Option<u64>,
     /// Live cart actors after the passivation wait.
     pub live_after_passivation: Option<u64>,
-    /// Seconds from the last passivation until the resident memory stopped falling (the
-    /// allocator returns freed pages over its decay time, not at once).
+    /// Seconds from the moment the live carts were down to the floor until the resident
+    /// memory last fell by 1 % or more (the allocator returns freed pages over its decay
+    /// time, not at once).
     #[serde(default)]
     pub rss_settle_s: Option<f64>,
     /// Resident memory 1,000,000 live carts would take at the last step's bytes per actor.
@@ -178,10 +179,6 @@ fn div(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 impl RunReport {
     /// A measurement by scenario and name.
     pub fn find(&self, scenario: &str, name: &str) -> Option<&Measurement> {
@@ -204,7 +201,7 @@ impl RunReport {
             };
             t.push(TargetCheck {
                 target: target.to_owned(),
-                measured: round3(measured),
+                measured: crate::stats::thousandths(measured),
                 op: op.to_owned(),
                 goal,
                 met,

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// `x` rounded to one decimal (rates, CPU per operation, seconds of a settle).
+pub fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `x` rounded to three decimals (ratios, a measurement's seconds).
+pub fn thousandths(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Highest latency a histogram tracks (larger values are clamped to it): 5 minutes.
 const MAX_TRACKED_US: u64 = 300_000_000;
 

@@ -185,11 +185,11 @@ async fn one_size(ctx: &Ctx, sku: &str, n: usize) -> anyhow::Result<Vec<Measurem
             description,
             load: LoadMode::Closed,
             concurrency: n,
-            seconds: (seconds * 1000.0).round() / 1000.0,
+            seconds: crate::stats::thousandths(seconds),
             ok,
             errors: errs.total(),
             errors_by_kind: errs.clone().into_map(),
-            throughput: (ok as f64 / seconds * 10.0).round() / 10.0,
+            throughput: crate::stats::tenths(ok as f64 / seconds),
             latency: lat.summary(),
             cpu_us_per_op: crate::cpu::per_op(&cpu_start, &cpu_end, ok),
         }

@@ -193,7 +193,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         out.steps.push(LiveStep {
             activated,
             live,
-            activations_per_s: (rate * 10.0).round() / 10.0,
+            activations_per_s: crate::stats::tenths(rate),
             rss_bytes: now_rss,
             bytes_per_live_cart: per,
         });
@@ -252,7 +252,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         }
         if let Some((bytes, after)) = settled_rss(&rss).await {
             out.rss_after_passivation_bytes = Some(bytes);
-            out.rss_settle_s = Some((after.as_secs_f64() * 10.0).round() / 10.0);
+            out.rss_settle_s = Some(crate::stats::tenths(after.as_secs_f64()));
         }
         eprintln!(
             "   after passivation: {} live, rss {} MiB (settled in {} s)",
@@ -277,7 +277,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
             .await;
             let rate = again as f64 / started.elapsed().as_secs_f64().max(1e-3);
             eprintln!("   {again:>9} activated from storage: {rate:.0}/s");
-            out.reactivations_per_s = Some((rate * 10.0).round() / 10.0);
+            out.reactivations_per_s = Some(crate::stats::tenths(rate));
             report.measurements.push(m);
         }
         report.notes.push(
